@@ -1,0 +1,2 @@
+"""Perplexity-based data curation for LLM pretraining."""
+__version__ = "0.1.0"

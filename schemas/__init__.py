@@ -1,0 +1,122 @@
+"""Arrow schemas of every table in the corpus store, each with a version.
+
+Writers call `validate(table, SCHEMA)` before writing; readers can rely on the columns below.
+The version lives in the schema metadata (`schema_version`), so a Parquet file says which
+version of its table it holds.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+
+def _versioned(name: str, version: int, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={b"table": name.encode(), b"schema_version": str(version).encode()})
+
+
+SOURCE = pa.struct([
+    pa.field("source_file", pa.string()),
+    pa.field("source_offset", pa.int64()),
+    pa.field("url", pa.string()),
+])
+
+# One row per distinct normalised text.
+DOCS = _versioned("docs", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),        # blake2b-128 hex of the normalised UTF-8 text
+    pa.field("text", pa.string(), nullable=False),          # NFC, control characters removed
+    pa.field("url", pa.string()),
+    pa.field("domain", pa.string()),                        # registered domain (public suffix + 1)
+    pa.field("source_id", pa.string()),                     # the input's own id field, if mapped
+    pa.field("source_file", pa.string(), nullable=False),   # first occurrence (smallest file, offset)
+    pa.field("source_offset", pa.int64(), nullable=False),  # line / row index / WARC byte offset
+    pa.field("source_format", pa.string(), nullable=False),
+    pa.field("n_bytes", pa.int64(), nullable=False),        # UTF-8 bytes of text
+    pa.field("n_chars", pa.int64(), nullable=False),
+    pa.field("language", pa.string()),                      # fastText lid.176 label, e.g. "en"
+    pa.field("language_score", pa.float32()),
+    pa.field("metadata", pa.string()),                      # JSON object of mapped extra fields
+    pa.field("duplicate_count", pa.int64(), nullable=False),  # occurrences in the input (>= 1)
+    pa.field("duplicate_sources", pa.list_(SOURCE)),        # every occurrence, at most MAX_SOURCES
+])
+MAX_SOURCES = 64
+
+# One row per rejected input row or file.
+QUARANTINE = _versioned("quarantine", 1, [
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("source_offset", pa.int64()),                  # null when the whole file is rejected
+    pa.field("source_format", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),        # a code, e.g. malformed_json
+    pa.field("detail", pa.string()),                        # a human-readable explanation
+    pa.field("raw", pa.binary()),                           # the rejected bytes, truncated to MAX_RAW_BYTES
+])
+MAX_RAW_BYTES = 16_384
+
+# The run record of one stage run, stored as JSON under _runs/<stage>/<run_id>.json.
+RUN_RECORD = _versioned("run_record", 1, [
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),        # running | finished | failed
+    pa.field("config", pa.string(), nullable=False),        # JSON of the stage config
+    pa.field("inputs", pa.list_(pa.string())),
+    pa.field("code_version", pa.string(), nullable=False),
+    pa.field("started_at", pa.string(), nullable=False),    # ISO 8601, UTC
+    pa.field("finished_at", pa.string()),
+    pa.field("counts", pa.map_(pa.string(), pa.int64())),
+    pa.field("timings", pa.map_(pa.string(), pa.float64())),
+    pa.field("error", pa.string()),
+])
+
+# One row per (doc_id, scorer): the document's likelihood under one reference model.
+# Stored under scores/scorer=<scorer_id>/; the scorer's full identity is in _scorer.json there.
+SCORES = _versioned("scores", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("scorer_id", pa.string(), nullable=False),     # short hash of the scorer identity below
+    pa.field("model_name", pa.string(), nullable=False),
+    pa.field("backend", pa.string(), nullable=False),       # torch | vllm
+    pa.field("dtype", pa.string(), nullable=False),
+    pa.field("truncation", pa.string(), nullable=False),    # first_n:<max_tokens> | sliding:<window>:<stride>
+    pa.field("n_tokens", pa.int64(), nullable=False),       # tokens in the whole document
+    pa.field("n_predicted", pa.int64(), nullable=False),    # tokens whose NLL was summed
+    pa.field("n_bytes", pa.int64(), nullable=False),        # UTF-8 bytes of the scored span
+    pa.field("nll_sum", pa.float64()),                      # natural log, over predicted tokens
+    pa.field("nll_mean", pa.float64()),
+    pa.field("perplexity", pa.float64()),                   # exp(nll_sum / n_predicted)
+    pa.field("bits_per_byte", pa.float64()),                # nll_sum / (ln 2 * n_bytes)
+    pa.field("nll_p50", pa.float32()),                      # token-NLL quantiles
+    pa.field("nll_p90", pa.float32()),
+    pa.field("surprise_fraction", pa.float32()),            # share of tokens with NLL > SURPRISE_NATS
+    pa.field("error", pa.string()),                         # why no score, e.g. too_short; null when scored
+])
+SURPRISE_NATS = 6.907755  # ln(1000): the model gave the token less than a 1/1000 chance
+
+TABLES = {"docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD, "scores": SCORES}
+
+
+class SchemaError(ValueError):
+    """A table does not match the schema its writer declared."""
+
+
+def validate(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Return `table` cast to `schema`, or raise SchemaError naming the offending columns.
+
+    Columns must match by name and order-insensitively; types must be castable without loss
+    (e.g. int32 -> int64, large_string -> string); non-nullable columns must hold no nulls.
+    """
+    name = schema.metadata.get(b"table", b"?").decode()
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    extra = [c for c in table.column_names if c not in schema.names]
+    if missing or extra:
+        raise SchemaError(f"{name}: missing columns {missing}, unexpected columns {extra}")
+    table = table.select(schema.names)
+    try:
+        table = table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise SchemaError(f"{name}: cannot cast to schema version "
+                          f"{schema.metadata[b'schema_version'].decode()}: {e}") from e
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise SchemaError(f"{name}: column {field.name!r} holds nulls but is not nullable")
+    return table
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()
