@@ -24,7 +24,8 @@ DOCS = _versioned("docs", 1, [
     pa.field("doc_id", pa.string(), nullable=False),        # blake2b-128 hex of the normalised UTF-8 text
     pa.field("text", pa.string(), nullable=False),          # NFC, control characters removed
     pa.field("url", pa.string()),
-    pa.field("domain", pa.string()),                        # registered domain (public suffix + 1)
+    pa.field("host", pa.string()),                          # the URL's host name, e.g. docs.python.org
+    pa.field("domain", pa.string()),                        # registered domain (public suffix + 1), e.g. python.org
     pa.field("source_id", pa.string()),                     # the input's own id field, if mapped
     pa.field("source_file", pa.string(), nullable=False),   # first occurrence (smallest file, offset)
     pa.field("source_offset", pa.int64(), nullable=False),  # line / row index / WARC byte offset
@@ -38,6 +39,9 @@ DOCS = _versioned("docs", 1, [
     pa.field("duplicate_sources", pa.list_(SOURCE)),        # every occurrence, at most MAX_SOURCES
 ])
 MAX_SOURCES = 64
+
+# Documents of one input file after normalisation, before deduplication (_staging/ingest/).
+STAGED_DOCS = _versioned("staged_docs", 1, [f for f in DOCS if not f.name.startswith("duplicate_")])
 
 # One row per rejected input row or file.
 QUARANTINE = _versioned("quarantine", 1, [
@@ -107,15 +111,14 @@ def validate(table: pa.Table, schema: pa.Schema) -> pa.Table:
     if missing or extra:
         raise SchemaError(f"{name}: missing columns {missing}, unexpected columns {extra}")
     table = table.select(schema.names)
-    try:
-        table = table.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise SchemaError(f"{name}: cannot cast to schema version "
-                          f"{schema.metadata[b'schema_version'].decode()}: {e}") from e
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
             raise SchemaError(f"{name}: column {field.name!r} holds nulls but is not nullable")
-    return table
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+        raise SchemaError(f"{name}: cannot cast to schema version "
+                          f"{schema.metadata[b'schema_version'].decode()}: {e}") from e
 
 
 def empty(schema: pa.Schema) -> pa.Table:

@@ -1,0 +1,228 @@
+"""The `curate` command line: one subcommand per stage, all reading and writing one corpus store."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.config import STARTER_CONFIG, Config, apply_overrides, load_config
+from pipeline.errors import UserError
+
+app = typer.Typer(
+    help="Perplexity-based data curation for LLM pretraining.\n\n"
+         "Stages read and write one corpus store (Parquet tables that DuckDB queries): "
+         "ingest raw corpora with Spark, then explore them with SQL.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+# -- output helpers ------------------------------------------------------------------------------
+def _cell(value) -> str:
+    if isinstance(value, bytes):
+        value = value[:40].decode("utf-8", "replace") + ("…" if len(value) > 40 else "")
+    text = "" if value is None else str(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def print_arrow(table, title: str | None = None, max_rows: int = 100) -> None:
+    out = Table(title=title, show_lines=False, header_style="bold")
+    for name in table.column_names:
+        out.add_column(name, overflow="fold")
+    for row in table.slice(0, max_rows).to_pylist():
+        out.add_row(*(_cell(v) for v in row.values()))
+    console.print(out)
+    if table.num_rows > max_rows:
+        console.print(f"[dim]… {table.num_rows - max_rows} more rows[/dim]")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=False)
+
+
+def _load(config: Optional[Path], overrides: dict) -> Config:
+    return apply_overrides(load_config(config), overrides)
+
+
+# -- commands ------------------------------------------------------------------------------------
+@app.command()
+def init(path: Path = typer.Argument(Path("curate.yaml"), help="where to write the config"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
+    """Write a commented starter config (every key, with its default)."""
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")
+    path.write_text(STARTER_CONFIG, encoding="utf-8")
+    console.print(f"wrote [bold]{path}[/bold]: edit ingest.inputs, then run [bold]curate ingest -c {path}[/bold]")
+
+
+def ingest_summary(result) -> None:
+    c = result.counts
+    t = Table(title=f"ingest {result.run_id}", header_style="bold")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for label, key in [("input files", "input_files"), ("  processed now", "files_processed"),
+                       ("  already finished (skipped)", "files_skipped"), ("input rows", "input_rows"),
+                       ("documents", "docs"), ("exact duplicates collapsed", "duplicates"),
+                       ("quarantined rows", "quarantined"), ("document bytes", "doc_bytes"), ("shards", "shards")]:
+        t.add_row(label, f"{c[key]:,}")
+    for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
+        t.add_row(f"  quarantine: {reason}", f"{n:,}")
+    console.print(t)
+    ok = c["input_rows"] == c["docs"] + c["duplicates"] + c["quarantined"]
+    console.print(f"input rows {c['input_rows']:,} = documents {c['docs']:,} + duplicates {c['duplicates']:,}"
+                  f" + quarantined {c['quarantined']:,}: [{'green' if ok else 'red'}]{'reconciled' if ok else 'MISMATCH'}[/]")
+    console.print(f"store: {result.store}   time: {result.timings['total_s']:.1f}s "
+                  f"(read {result.timings['read_s']:.1f}s, dedup+shard {result.timings['dedup_shard_s']:.1f}s)")
+
+
+def run_ingest_with_progress(cfg: Config, overwrite: bool = False):
+    from pipeline.ingest import run_ingest
+    from pipeline.spark import get_spark
+
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            label = {"read": "reading input files", "dedup": "deduplicating + sharding"}[phase]
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(label, total=total)
+            progress.update(tasks[phase], completed=done, total=total)
+
+        spark = get_spark(cfg.spark)
+        return run_ingest(cfg, spark=spark, overwrite=overwrite, progress=report)
+
+
+@app.command()
+def ingest(
+    inputs: list[str] = typer.Argument(None, help="input files, folders or globs (added to ingest.inputs)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="run config (YAML)"),
+    store: Optional[str] = typer.Option(None, "--store", "-s", help="corpus store (overrides `store`)"),
+    master: Optional[str] = typer.Option(None, "--master", help="Spark master, e.g. spark://host:7077"),
+    shards: Optional[int] = typer.Option(None, "--shards", help="number of docs files (ingest.num_shards)"),
+    min_chars: Optional[int] = typer.Option(None, "--min-chars", help="ingest.min_chars"),
+    max_chars: Optional[int] = typer.Option(None, "--max-chars", help="ingest.max_chars"),
+    input_format: Optional[str] = typer.Option(None, "--format", help="format of the INPUTS given here (default auto)"),
+    text_field: Optional[str] = typer.Option(None, "--text-field", help="field holding the text, for INPUTS"),
+    no_language: bool = typer.Option(False, "--no-language", help="skip fastText language ID"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="start over: delete docs, quarantine and run state"),
+):
+    """Read raw corpora (JSONL[.gz|.zst], Parquet, WARC/WET, datasets folders) into store/docs.
+
+    Normalises text, hashes it into doc_id, tags language with fastText, collapses exact duplicates and
+    writes balanced Parquet shards; bad rows go to store/quarantine with a reason. Re-running resumes:
+    finished input files are skipped."""
+    cfg = _load(config, {"store": store, "spark.master": master, "ingest.num_shards": shards,
+                         "ingest.min_chars": min_chars, "ingest.max_chars": max_chars,
+                         "ingest.language.enabled": False if no_language else None})
+    if inputs:
+        extra = [{"path": p, "format": input_format or "auto",
+                  **({"fields": {"text": text_field}} if text_field else {})} for p in inputs]
+        cfg = apply_overrides(cfg, {"ingest.inputs": [i.model_dump() for i in cfg.ingest.inputs] + extra})
+    result = run_ingest_with_progress(cfg, overwrite=overwrite)
+    ingest_summary(result)
+
+
+def _repl(con, views: list[str]) -> None:
+    from pipeline.sql import query
+    console.print(f"views: {', '.join(views) or '(none)'}. End statements with ';'. Ctrl-D or .quit to leave.")
+    buffer = ""
+    while True:
+        try:
+            line = input("curate> " if not buffer else "   ...> ")
+        except EOFError:
+            break
+        if line.strip() in (".quit", ".exit") and not buffer:
+            break
+        buffer += line + "\n"
+        if buffer.rstrip().endswith(";"):
+            try:
+                print_arrow(query(con, buffer))
+            except UserError as e:
+                err_console.print(f"[red]{e}[/red]")
+            buffer = ""
+
+
+@app.command()
+def sql(store: str = typer.Argument(..., help="the corpus store"),
+        command: Optional[str] = typer.Option(None, "--command", "-c", help="run one query and exit"),
+        fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="write the result to this file"),
+        max_rows: int = typer.Option(100, "--max-rows", help="rows shown in table format")):
+    """Query the store with DuckDB SQL: docs, quarantine, scores, runs, ... are views.
+
+    Without -c, opens an interactive prompt."""
+    from pipeline.sql import connect, query, write_result
+    from pipeline.store import Store
+    con, views = connect(Store(store))
+    if command is None:
+        _repl(con, views)
+        return
+    result = query(con, command)
+    if fmt == "table" and not output:
+        print_arrow(result, max_rows=max_rows)
+    else:
+        write_result(result, "csv" if fmt == "table" else fmt, output)
+        if output:
+            console.print(f"wrote {result.num_rows:,} rows to {output}")
+
+
+DEMO_QUERIES = {
+    "documents by host": """
+        SELECT host, count(*) AS docs, sum(n_bytes) AS bytes, round(avg(n_chars)) AS avg_chars,
+               sum(duplicate_count - 1) AS duplicates_collapsed
+        FROM docs GROUP BY host ORDER BY docs DESC""",
+    "languages": """
+        SELECT language, count(*) AS docs, round(avg(language_score), 3) AS avg_probability
+        FROM docs GROUP BY language ORDER BY docs DESC LIMIT 12""",
+    "quarantine by reason": """
+        SELECT reason, count(*) AS rows, count(DISTINCT source_file) AS files, any_value(detail) AS example
+        FROM quarantine GROUP BY reason ORDER BY rows DESC""",
+}
+
+
+@app.command()
+def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where the raw corpus and the store go"),
+         seed: int = typer.Option(0, "--seed"),
+         docs_per_source: int = typer.Option(400, "--docs-per-source", help="cap per real-text source"),
+         master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[*])"),
+         overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
+    """Build a small multi-domain web-like corpus from text on this machine and run the pipeline on it."""
+    from pipeline.demo import build_demo_corpus, demo_config
+    from pipeline.sql import connect, query
+    from pipeline.store import Store
+
+    started = time.time()
+    if overwrite or not (directory / "raw").exists():
+        summary = build_demo_corpus(directory, seed=seed, max_docs_per_source=docs_per_source)
+        console.print(f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files "
+                      f"under {directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})")
+    cfg = apply_overrides(Config.model_validate(demo_config(directory)), {"spark.master": master})
+    result = run_ingest_with_progress(cfg, overwrite=overwrite)
+    ingest_summary(result)
+    con, _ = connect(Store(cfg.store))
+    for title, q in DEMO_QUERIES.items():
+        print_arrow(query(con, q), title=title)
+    console.print(f"demo finished in {time.time() - started:.0f}s. Explore it: "
+                  f"[bold]curate sql {cfg.store}[/bold]")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted: finished work is kept; re-run to resume[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

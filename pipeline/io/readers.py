@@ -1,0 +1,501 @@
+"""Finding input files and reading them into `RawDoc` / `Rejected` records.
+
+`discover_inputs` expands one configured input (a file, a folder or a glob) into `InputFile`s with a
+resolved format. `read_file` streams one of them. Readers are generators that never raise on bad
+data: a bad line, row, record or file becomes a `Rejected` with its position and a reason code, and
+everything readable before a corruption is still yielded.
+
+Reason codes: empty_file, unknown_format, invalid_utf8, malformed_json, not_an_object, missing_text,
+corrupt_compression, corrupt_file, warc_not_response, unsupported_content_type, read_error (an
+unexpected failure such as a permission error; the detail has the exception).
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import zstandard
+
+from pipeline.config import FieldMapping, InputSpec
+from pipeline.errors import UserError
+from pipeline.io import InputFile, RawDoc, Rejected
+from pipeline.io.html import decode_payload, html_to_text
+
+Record = RawDoc | Rejected
+
+RAW_CAP = 16 * 1024             # bytes of an offending line/payload kept in a Rejected
+PARQUET_BATCH_ROWS = 1024
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+ACCEPTED_EXTENSIONS = (".jsonl .json .ndjson (each optionally .gz or .zst), .parquet, .warc, .warc.gz, "
+                       ".wet, .wet.gz, .warc.wet.gz, or a datasets save_to_disk folder")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+TEXT_TYPES = HTML_TYPES + ("text/plain",)
+HF_BUILDER_BY_SUFFIX = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
+                        ".txt": "text", ".parquet": "parquet", ".arrow": "arrow"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+# ---------------------------------------------------------------------------------------------
+
+def discover_inputs(spec: InputSpec) -> list[InputFile]:
+    """Expand `spec.path` (file, folder or glob) into sorted `InputFile`s with a resolved format.
+
+    Folders are walked recursively, skipping hidden and `_`-prefixed names (Spark and Hadoop
+    write `_SUCCESS`, `.crc` files). A datasets `save_to_disk` folder is one input. Files whose
+    format can't be told from the name get format "unknown" so that they are quarantined, not lost.
+    """
+    path = os.path.expanduser(spec.path)
+    if glob.has_magic(path):
+        matches = sorted(glob.glob(path, recursive=True))
+    else:
+        matches = [path] if os.path.exists(path) else []
+    if not matches:
+        raise UserError(f"input not found: {spec.path}")
+
+    options = {"fields": spec.fields.model_dump(), "hf_builder": spec.hf_builder, "hf_split": spec.hf_split}
+    found: dict[str, str] = {}  # absolute path -> format; a dict keeps order and drops glob overlaps
+    for match in matches:
+        if match != path and _is_skipped(match):
+            continue  # `data/*` should not pick up `_SUCCESS` any more than a folder walk does
+        match = os.path.abspath(match)
+        expanded = list(_expand(match, spec.format, top=True))
+        if not expanded and spec.format == "hf_disk":
+            expanded = [(match, "hf_disk")]  # not a datasets folder: load_from_disk will say why
+        for file_path, fmt in expanded:
+            found.setdefault(file_path, fmt)
+    if not found:
+        raise UserError(f"input not found: {spec.path} (no input files in it)")
+    return [_input_file(p, fmt, options) for p, fmt in found.items()]
+
+
+def _is_skipped(path: str) -> bool:
+    """Hidden files and `_`-prefixed ones (Spark's `_SUCCESS`, `.crc`) are not data."""
+    return os.path.basename(path.rstrip(os.sep)).startswith((".", "_"))
+
+
+def _expand(path: str, fmt: str, top: bool) -> Iterator[tuple[str, str]]:
+    """(path, format) for a file, or for every input inside a folder, in sorted order."""
+    if os.path.isdir(path) and fmt in ("auto", "hf_disk") and is_hf_disk_folder(path):
+        yield path, "hf_disk"  # one input: its arrow files are not inputs of their own
+    elif os.path.isfile(path):
+        if fmt == "auto":
+            yield path, format_from_name(path)
+        elif top or fmt != "hf_disk":  # with hf_disk, loose files inside a folder are not datasets
+            yield path, fmt
+    elif os.path.isdir(path):
+        for name in sorted(os.listdir(path)):
+            if not _is_skipped(name):
+                yield from _expand(os.path.join(path, name), fmt, top=False)
+
+
+def is_hf_disk_folder(path: str) -> bool:
+    """A folder written by `Dataset.save_to_disk` (state.json) or `DatasetDict.save_to_disk`."""
+    return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(os.path.join(path, "dataset_dict.json"))
+
+
+def format_from_name(path: str) -> str:
+    """The input format a file name implies, or "unknown"."""
+    name = os.path.basename(path).lower()
+    if name.endswith((".wet", ".wet.gz")):  # covers .warc.wet.gz
+        return "wet"
+    if name.endswith((".warc", ".warc.gz")):
+        return "warc"
+    if name.endswith(".parquet"):
+        return "parquet"
+    for compression in (".gz", ".zst"):
+        name = name.removesuffix(compression)
+    if name.endswith((".jsonl", ".json", ".ndjson")):
+        return "jsonl"
+    return "unknown"
+
+
+def _input_file(path: str, fmt: str, options: dict) -> InputFile:
+    """An InputFile; a folder's size and mtime sum up its files so that its fingerprint changes with them."""
+    if os.path.isdir(path):
+        stats = [p.stat() for p in Path(path).rglob("*") if p.is_file()]
+        size = sum(s.st_size for s in stats)
+        mtime_ns = max((s.st_mtime_ns for s in stats), default=os.stat(path).st_mtime_ns)
+    else:
+        st = os.stat(path)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    return InputFile(path=path, format=fmt, size=size, mtime_ns=mtime_ns, options=dict(options))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch and shared helpers
+# ---------------------------------------------------------------------------------------------
+
+def read_file(f: InputFile) -> Iterator[Record]:
+    """Stream the records of one input; never raises on bad data.
+
+    Whatever the format, an input that yields nothing at all is reported as one `empty_file`,
+    and an unexpected failure (permission denied, file vanished) ends the stream with one
+    `read_error` after what was already read.
+    """
+    reader = READERS.get(f.format)
+    if reader is None:
+        yield Rejected(f.path, "unknown_format",
+                       f"cannot tell the format of {os.path.basename(f.path)!r}; accepted: {ACCEPTED_EXTENSIONS}"
+                       " (or set `format` on the input)", source_format=f.format)
+        return
+    yielded = False
+    try:
+        if os.path.isfile(f.path) and os.path.getsize(f.path) == 0:
+            yield Rejected(f.path, "empty_file", "file is empty (0 bytes)", source_format=f.format)
+            return
+        for record in reader(f):
+            yielded = True
+            yield record
+    except Exception as e:  # the last resort that keeps "readers never raise" true
+        yielded = True
+        yield Rejected(f.path, "read_error", f"{type(e).__name__}: {e}", source_format=f.format)
+    if not yielded:
+        yield Rejected(f.path, "empty_file", "contains no records (it may decompress to nothing)",
+                       source_format=f.format)
+
+
+def _fields(f: InputFile) -> FieldMapping:
+    return FieldMapping.model_validate(f.options.get("fields") or {})
+
+
+def _row_to_doc(row: dict, fields: FieldMapping, f: InputFile, offset: int, raw: bytes | None,
+                extra_metadata: dict | None = None) -> Record:
+    """Apply the field mapping to one row (JSON object, Parquet row, datasets row)."""
+    text = row.get(fields.text)
+    if text is None:
+        return Rejected(f.path, "missing_text", f"no value in text field {fields.text!r}", offset, f.format, raw)
+    if not isinstance(text, str):
+        return Rejected(f.path, "missing_text",
+                        f"text field {fields.text!r} holds a {type(text).__name__}, not a string", offset, f.format, raw)
+    url = row.get(fields.url) if fields.url else None
+    source_id = row.get(fields.id) if fields.id else None
+    metadata = {k: row[k] for k in fields.metadata if k in row}
+    metadata.update(extra_metadata or {})
+    return RawDoc(text=text, source_file=f.path, source_offset=offset, source_format=f.format,
+                  url=None if url is None else str(url),
+                  source_id=None if source_id is None else str(source_id),
+                  metadata=metadata or None)
+
+
+def _row_bytes(row: dict) -> bytes:
+    """A row as JSON bytes, for the quarantine's raw column."""
+    return json.dumps(row, default=str, ensure_ascii=False).encode("utf-8")[:RAW_CAP]
+
+
+def _magic(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSONL (plain, gzip, zstd)
+# ---------------------------------------------------------------------------------------------
+
+class _ZstdRaw(io.RawIOBase):
+    """A zstd-decompressing raw stream that raises on a truncated frame.
+
+    `ZstdDecompressor().stream_reader` silently reports end-of-file when the input ends in the
+    middle of a frame, so a cut-off .zst would look complete. Here each frame gets a decompressobj
+    (whose `eof` says the frame ended properly) and running out of input inside a frame raises.
+    """
+
+    def __init__(self, fh) -> None:
+        self._fh = fh
+        self._frame = None      # decompressobj of the frame in progress, None between frames
+        self._out = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._pos >= len(self._out):
+            chunk = self._fh.read(1 << 16)
+            if not chunk:
+                if self._frame is not None:
+                    raise EOFError("zstd data ended in the middle of a frame (file truncated?)")
+                return 0
+            self._out, self._pos = self._decompress(chunk), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:  # a file may hold several concatenated frames
+            if self._frame is None:
+                self._frame = zstandard.ZstdDecompressor().decompressobj()
+            out.append(self._frame.decompress(data))
+            data = b""
+            if self._frame.eof:
+                data, self._frame = self._frame.unused_data, None
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _open_lines(path: str) -> tuple[io.BufferedIOBase, str | None]:
+    """A binary line stream over a plain, gzip or zstd file, and the compression's name.
+
+    Compression is told by the magic bytes, not the name, so a mislabelled file still reads.
+    """
+    magic = _magic(path)
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.open(path, "rb"), "gzip"
+    if magic == ZSTD_MAGIC:
+        return io.BufferedReader(_ZstdRaw(open(path, "rb")), buffer_size=1 << 16), "zstd"
+    return open(path, "rb"), None
+
+
+def read_jsonl(f: InputFile) -> Iterator[Record]:
+    """One JSON object per line; line numbers are 1-based; blank lines are skipped."""
+    fields = _fields(f)
+    stream, compression = _open_lines(f.path)
+    suffix = os.path.splitext(f.path)[1].lower()
+    if compression is None and suffix in (".gz", ".zst"):
+        yield Rejected(f.path, "corrupt_compression",
+                       f"named {suffix} but does not start with {suffix[1:]} magic bytes", None, f.format)
+        stream.close()
+        return
+    line_no = 0
+    with stream:
+        try:
+            for line_no, line in enumerate(stream, start=1):
+                if line.strip():
+                    yield _parse_json_line(line, line_no, fields, f)
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as e:
+            # gzip raises EOFError/BadGzipFile/zlib.error, our zstd stream EOFError/ZstdError
+            reason = "corrupt_compression" if compression else "corrupt_file"
+            yield Rejected(f.path, reason,
+                           f"{compression or 'file'} data unreadable from line {line_no + 1} on "
+                           f"({type(e).__name__}: {e}); the {line_no} lines before were read",
+                           line_no + 1, f.format)
+
+
+def _parse_json_line(line: bytes, line_no: int, fields: FieldMapping, f: InputFile) -> Record:
+    """One non-blank JSONL line to a RawDoc or a Rejected."""
+    raw = line[:RAW_CAP]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Rejected(f.path, "invalid_utf8", f"line is not valid UTF-8: {e}", line_no, f.format, raw)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return Rejected(f.path, "malformed_json", f"not valid JSON: {e}", line_no, f.format, raw)
+    if not isinstance(obj, dict):
+        return Rejected(f.path, "not_an_object", f"JSON {type(obj).__name__}, expected an object",
+                        line_no, f.format, raw)
+    return _row_to_doc(obj, fields, f, line_no, raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parquet
+# ---------------------------------------------------------------------------------------------
+
+def read_parquet(f: InputFile) -> Iterator[Record]:
+    """Rows in record batches (never the whole file at once); offsets are 0-based row indexes."""
+    import pyarrow.parquet as pq
+
+    fields = _fields(f)
+    try:
+        parquet = pq.ParquetFile(f.path)
+        names = parquet.schema_arrow.names
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a non-Parquet file
+        yield Rejected(f.path, "corrupt_file", f"not a readable Parquet file: {e}", None, f.format)
+        return
+    if fields.text not in names:
+        yield Rejected(f.path, "missing_text", f"no column {fields.text!r}; columns are {names}", None, f.format)
+        return
+    wanted = [fields.text, fields.url, fields.id, *fields.metadata]
+    columns = list(dict.fromkeys(c for c in wanted if c and c in names))
+    row_index = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            for row in batch.to_pylist():
+                yield _row_to_doc(row, fields, f, row_index, _row_bytes(row))
+                row_index += 1
+    except Exception as e:  # a damaged page or row group
+        yield Rejected(f.path, "corrupt_file", f"unreadable from row {row_index} on: {e}", row_index, f.format)
+
+
+# ---------------------------------------------------------------------------------------------
+# WARC and WET
+# ---------------------------------------------------------------------------------------------
+
+def read_warc(f: InputFile) -> Iterator[Record]:
+    """HTML and plain-text `response` records; the text is extracted from the HTML."""
+    yield from _read_archive(f, _warc_record)
+
+
+def read_wet(f: InputFile) -> Iterator[Record]:
+    """`conversion` records of a WET file, whose payload already is the page's text."""
+    yield from _read_archive(f, _wet_record)
+
+
+def _read_archive(f: InputFile, to_record) -> Iterator[Record]:
+    """Walk a WARC/WET file with warcio and report truncation, which warcio itself does not.
+
+    warcio ends iteration quietly on a truncated or damaged file (it prints a gzip error to stderr
+    at most), so two checks: a record whose block is shorter than its Content-Length, and a
+    stream that stops before the end of the file (bytes that could not be read as records).
+    """
+    from warcio.archiveiterator import ArchiveIterator
+
+    compressed = _magic(f.path).startswith(GZIP_MAGIC)
+    file_size = os.path.getsize(f.path)
+    broken = "corrupt_compression" if compressed else "corrupt_file"
+    with open(f.path, "rb") as fh:
+        records = ArchiveIterator(fh)
+        end = 0
+        try:
+            for record in records:
+                payload = record.content_stream().read()
+                offset = records.get_record_offset()  # also drains the rest of the record
+                if getattr(record.raw_stream, "limit", 0) > 0:
+                    yield Rejected(f.path, broken, f"record at byte {offset} is cut short "
+                                   f"({record.raw_stream.limit} bytes missing): file truncated?",
+                                   offset, f.format, payload[:RAW_CAP])
+                    return
+                yield to_record(record, payload, offset, f)
+                end = records.offset
+        except Exception as e:  # warcio's ArchiveLoadFailed, StatusAndHeadersParserException, ...
+            yield Rejected(f.path, broken, f"unreadable from byte {end} on: {type(e).__name__}: {e}", end, f.format)
+            return
+        if end < file_size:
+            yield Rejected(f.path, broken, f"only the first {end} of {file_size} bytes could be read as "
+                           "records: file truncated or damaged", end, f.format)
+
+
+def _record_meta(record, content_type: str | None) -> dict:
+    headers = record.rec_headers
+    return {"warc_record_id": headers.get_header("WARC-Record-ID"),
+            "warc_date": headers.get_header("WARC-Date"),
+            "content_type": content_type}
+
+
+def _warc_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
+    """One WARC record to a RawDoc (an HTML/text response) or a Rejected."""
+    raw = payload[:RAW_CAP]
+    if record.rec_type != "response":
+        return Rejected(f.path, "warc_not_response", f"WARC record of type {record.rec_type} is not a response",
+                        offset, f.format, raw)
+    headers = record.http_headers or record.rec_headers  # non-HTTP responses (dns:) have no HTTP headers
+    content_type = headers.get_header("Content-Type")
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime not in TEXT_TYPES:
+        return Rejected(f.path, "unsupported_content_type", f"content type {content_type!r} is not HTML or text",
+                        offset, f.format, raw)
+    text = decode_payload(payload, content_type)
+    if mime in HTML_TYPES:
+        text = html_to_text(text)
+    if not text.strip():
+        return Rejected(f.path, "missing_text", "response has no extractable text", offset, f.format, raw)
+    return RawDoc(text=text, source_file=f.path, source_offset=offset, source_format=f.format,
+                  url=record.rec_headers.get_header("WARC-Target-URI"),
+                  source_id=record.rec_headers.get_header("WARC-Record-ID"),
+                  metadata=_record_meta(record, content_type))
+
+
+def _wet_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
+    """One WET record to a RawDoc (a conversion) or a Rejected."""
+    raw = payload[:RAW_CAP]
+    if record.rec_type != "conversion":
+        return Rejected(f.path, "warc_not_response", f"WET record of type {record.rec_type} is not a conversion",
+                        offset, f.format, raw)
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Rejected(f.path, "invalid_utf8", f"conversion payload is not valid UTF-8: {e}", offset, f.format, raw)
+    if not text.strip():
+        return Rejected(f.path, "missing_text", "conversion record has no text", offset, f.format, raw)
+    return RawDoc(text=text, source_file=f.path, source_offset=offset, source_format=f.format,
+                  url=record.rec_headers.get_header("WARC-Target-URI"),
+                  source_id=record.rec_headers.get_header("WARC-Record-ID"),
+                  metadata=_record_meta(record, record.rec_headers.get_header("Content-Type")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face datasets
+# ---------------------------------------------------------------------------------------------
+
+def read_hf_disk(f: InputFile) -> Iterator[Record]:
+    """A `save_to_disk` folder; for a DatasetDict every split in turn, with {"split": name} in metadata."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(f.path)
+    except Exception as e:  # FileNotFoundError, json errors, arrow errors: all mean "not a readable dataset"
+        yield Rejected(f.path, "corrupt_file", f"not a loadable datasets folder: {type(e).__name__}: {e}",
+                       None, f.format)
+        return
+    if isinstance(loaded, datasets.DatasetDict):
+        for split, dataset in loaded.items():
+            yield from _read_dataset(dataset, f, {"split": split})
+    else:
+        yield from _read_dataset(loaded, f, None)
+
+
+def read_hf_files(f: InputFile) -> Iterator[Record]:
+    """One data file through `datasets.load_dataset(builder, data_files=path)`, cached in a temp dir."""
+    import datasets
+
+    builder = f.options.get("hf_builder") or HF_BUILDER_BY_SUFFIX.get(Path(f.path).suffix.lower())
+    if builder is None:
+        yield Rejected(f.path, "unknown_format", "set `hf_builder` (json, csv, text, parquet) for this input",
+                       None, f.format)
+        return
+    # A temp cache keeps the Arrow copy out of ~/.cache and removes it when the file is read.
+    with tempfile.TemporaryDirectory(prefix="curate-hf-") as cache_dir:
+        try:
+            dataset = datasets.load_dataset(builder, data_files=f.path, split=f.options.get("hf_split") or "train",
+                                            cache_dir=cache_dir)
+        except Exception as e:
+            yield Rejected(f.path, "corrupt_file", f"load_dataset({builder!r}) failed: {type(e).__name__}: {e}",
+                           None, f.format)
+            return
+        yield from _read_dataset(dataset, f, None)
+
+
+def _read_dataset(dataset, f: InputFile, extra_metadata: dict | None) -> Iterator[Record]:
+    """Rows of one datasets.Dataset in order; offsets are 0-based row indexes within it."""
+    fields = _fields(f)
+    if fields.text not in dataset.column_names:
+        yield Rejected(f.path, "missing_text", f"no column {fields.text!r}; columns are {dataset.column_names}",
+                       None, f.format)
+        return
+    dataset = dataset.with_format(None)  # save_to_disk keeps a torch/numpy format; we want python values
+    row_index = 0
+    for batch in dataset.iter(batch_size=PARQUET_BATCH_ROWS):
+        for row in _batch_rows(batch):
+            yield _row_to_doc(row, fields, f, row_index, _row_bytes(row), extra_metadata)
+            row_index += 1
+
+
+def _batch_rows(batch: dict[str, list]) -> Iterable[dict]:
+    """Columns-of-lists to row dicts."""
+    names = list(batch)
+    return (dict(zip(names, values)) for values in zip(*batch.values()))
+
+
+READERS = {
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "warc": read_warc,
+    "wet": read_wet,
+    "hf_disk": read_hf_disk,
+    "hf_files": read_hf_files,
+}

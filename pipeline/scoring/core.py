@@ -1,0 +1,242 @@
+"""The pure core of perplexity scoring: scorer identity, window plans, score rows, batching.
+
+No torch, no HTTP: engines (`torch_engine`, the vLLM engine) tokenize, run a model to get the
+negative log-likelihood (NLL, natural log) of every predicted token, and hand the arrays to the
+functions here, which turn them into rows of `schemas.SCORES`.
+
+Positions. An engine scores a *sequence* = [BOS] + document tokens (BOS only when the tokenizer
+names one, see `encode`). Position p >= 1 is predicted from positions < p, so a sequence of L
+tokens has L - 1 predictable positions; a document is `too_short` when it has none.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+import schemas
+
+TRUNCATIONS = ("first_n", "sliding")
+BACKENDS = ("torch", "vllm")
+
+
+@dataclass(frozen=True)
+class ScorerIdentity:
+    """Everything that changes a document's score; `scorer_id` names the scores/ partition.
+
+    `stride` only matters for sliding windows and is stored as None for first_n, so two first_n
+    scorers that differ only in an unused stride share one id. `code_version` is recorded but kept
+    out of the id: a refactor that does not change the numbers must not orphan old scores.
+    """
+    model_name: str
+    weights_sha256: str
+    tokenizer: str                      # name@hash of the tokenizer files (includes its BOS choice)
+    dtype: str                          # float32 | bfloat16 | float16
+    backend: Literal["torch", "vllm"]
+    max_tokens: int                     # the window length in tokens, BOS included
+    truncation: Literal["first_n", "sliding"] = "first_n"
+    stride: int | None = None           # sliding only: how far each window advances
+    code_version: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        validate_truncation(self.max_tokens, self.truncation, self.stride)
+        if self.truncation == "first_n":
+            object.__setattr__(self, "stride", None)
+
+    @property
+    def scorer_id(self) -> str:
+        """16 hex digits of sha256 over the canonical JSON of every field but code_version."""
+        fields = {k: v for k, v in asdict(self).items() if k != "code_version"}
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def truncation_label(self) -> str:
+        """`first_n:<max_tokens>` or `sliding:<max_tokens>:<stride>`, as in the scores table."""
+        if self.truncation == "first_n":
+            return f"first_n:{self.max_tokens}"
+        return f"sliding:{self.max_tokens}:{self.stride}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full identity, for `scores/scorer=<id>/_scorer.json`."""
+        return {**asdict(self), "scorer_id": self.scorer_id, "truncation_label": self.truncation_label}
+
+
+def validate_truncation(max_tokens: int, truncation: str, stride: int | None) -> None:
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens must be >= 2 (one context token and one predicted), got {max_tokens}")
+    # stride < max_tokens: every later window needs at least one token of context before the
+    # first token it scores (context = max_tokens - stride).
+    if truncation == "sliding" and (stride is None or not 1 <= stride < max_tokens):
+        raise ValueError(f"sliding windows need 1 <= stride < max_tokens ({max_tokens}), got {stride}")
+
+
+# --------------------------------------------------------------------------- windows
+
+def plan_windows(n_tokens: int, max_tokens: int, mode: str = "first_n",
+                 stride: int | None = None) -> list[tuple[int, int, int]]:
+    """Windows (start, end, first_scored) over a sequence of `n_tokens` positions.
+
+    A window feeds positions [start, end) to the model and sums the NLL of positions
+    [first_scored, end), each predicted from everything in the window before it.
+
+    first_n:  one window [0, min(n, max_tokens)), scoring 1 .. end-1; later tokens are dropped.
+    sliding:  the strided-perplexity scheme: window k starts at k*stride and ends at
+              min(k*stride + max_tokens, n); it scores only the positions the previous window did
+              not reach (first_scored = previous end; 1 for the first window). Every position
+              1..n-1 is scored exactly once, and each scored position after the first window has at
+              least max_tokens - stride positions of context. Stops at the window that reaches n.
+    Sequences with fewer than 2 positions have nothing to predict: [].
+    """
+    validate_truncation(max_tokens, mode, stride)
+    if n_tokens < 2:
+        return []
+    if mode == "first_n":
+        return [(0, min(n_tokens, max_tokens), 1)]
+    windows, prev_end, start = [], 0, 0
+    while prev_end < n_tokens:
+        end = min(start + max_tokens, n_tokens)
+        windows.append((start, end, max(prev_end, 1)))
+        prev_end, start = end, start + stride
+    return windows
+
+
+# --------------------------------------------------------------------------- tokenization
+
+@dataclass(frozen=True)
+class EncodedDoc:
+    """A document as the model sees it: `ids` = [bos] + document tokens (bos when has_bos).
+
+    `char_ends[i]` is the end (exclusive, in characters of the text) of document token i, from
+    the fast tokenizer's offsets mapping; it gives the bytes a truncated score covers.
+    """
+    ids: list[int]
+    has_bos: bool
+    char_ends: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the document itself, BOS not counted."""
+        return len(self.ids) - int(self.has_bos)
+
+
+def encode(tokenizer: Any, text: str) -> EncodedDoc:
+    """Tokenize `text` with a HF fast tokenizer and prepend `tokenizer.bos_token_id` if it has one.
+
+    Why a BOS: models are trained on documents that follow a separator token, and the first
+    content position doubles as an attention sink; without one, every prediction in a short
+    document is worse (SmolLM2 on a clear sentence: perplexity 25 without, 8.4 with its
+    `<|endoftext|>`). With a BOS the first document token is predicted too, so the NLL sum covers
+    every document byte. The tokenizer's own special-token template is bypassed
+    (add_special_tokens=False) and BOS added here, so every engine builds the same ids.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = list(enc["input_ids"])
+    char_ends = [int(end) for _, end in enc["offset_mapping"]]
+    if bos is not None:
+        return EncodedDoc([int(bos)] + ids, True, char_ends)
+    return EncodedDoc(ids, False, char_ends)
+
+
+def scored_bytes(text: str, doc: EncodedDoc, windows: Sequence[tuple[int, int, int]]) -> int:
+    """UTF-8 bytes of the text the windows cover: the whole document when they reach its last
+    token, else the prefix up to the end of the last covered token (first_n truncation)."""
+    if not windows:
+        return len(text.encode("utf-8"))
+    last_pos = max(end for _, end, _ in windows) - 1          # sequence position
+    last_tok = last_pos - int(doc.has_bos)                    # document token index
+    if last_tok >= doc.n_tokens - 1:
+        return len(text.encode("utf-8"))
+    return len(text[: doc.char_ends[last_tok]].encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- rows
+
+def score_row(doc_id: str, identity: ScorerIdentity, token_nlls: np.ndarray, n_tokens: int,
+              n_bytes_scored: int) -> dict[str, Any]:
+    """One `schemas.SCORES` row from the NLLs (nats) of the predicted tokens.
+
+    nll_sum = sum_i nll_i over the n_predicted tokens,   nll_mean = nll_sum / n_predicted,
+    perplexity = exp(nll_sum / n_predicted),              bits_per_byte = nll_sum / (ln 2 * n_bytes),
+    nll_p50, nll_p90 = quantiles of nll_i (linear interpolation),
+    surprise_fraction = #{i : nll_i > SURPRISE_NATS} / n_predicted.
+    No predicted token gives an `error_row` (too_short) instead of an exception.
+    """
+    nlls = np.asarray(token_nlls, dtype=np.float64).ravel()
+    if nlls.size == 0:
+        return error_row(doc_id, identity, n_tokens, n_bytes_scored, f"too_short: {n_tokens} token(s)")
+    nll_sum = float(nlls.sum())
+    nll_mean = nll_sum / nlls.size
+    with np.errstate(over="ignore"):
+        perplexity = float(np.exp(nll_mean))
+    p50, p90 = np.percentile(nlls, [50, 90])
+    return {
+        **_identity_columns(doc_id, identity),
+        "n_tokens": int(n_tokens),
+        "n_predicted": int(nlls.size),
+        "n_bytes": int(n_bytes_scored),
+        "nll_sum": nll_sum,
+        "nll_mean": nll_mean,
+        "perplexity": perplexity,
+        "bits_per_byte": nll_sum / (math.log(2) * n_bytes_scored) if n_bytes_scored > 0 else None,
+        "nll_p50": float(p50),
+        "nll_p90": float(p90),
+        "surprise_fraction": float(np.mean(nlls > schemas.SURPRISE_NATS)),
+        "error": None,
+    }
+
+
+def error_row(doc_id: str, identity: ScorerIdentity, n_tokens: int, n_bytes: int,
+              reason: str) -> dict[str, Any]:
+    """A row for a document that could not be scored: scores null, `error` says why."""
+    return {
+        **_identity_columns(doc_id, identity),
+        "n_tokens": int(n_tokens),
+        "n_predicted": 0,
+        "n_bytes": int(n_bytes),
+        "nll_sum": None, "nll_mean": None, "perplexity": None, "bits_per_byte": None,
+        "nll_p50": None, "nll_p90": None, "surprise_fraction": None,
+        "error": reason,
+    }
+
+
+def _identity_columns(doc_id: str, identity: ScorerIdentity) -> dict[str, Any]:
+    return {
+        "doc_id": doc_id,
+        "scorer_id": identity.scorer_id,
+        "model_name": identity.model_name,
+        "backend": identity.backend,
+        "dtype": identity.dtype,
+        "truncation": identity.truncation_label,
+    }
+
+
+# --------------------------------------------------------------------------- batching
+
+def length_sorted_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Group indices into batches, longest first, each with max(length) * batch_size <= budget.
+
+    Sorting by length keeps padding small (right-padding to the batch's longest); putting the
+    longest first makes an out-of-memory budget fail on the first batch, not the last. A sequence
+    longer than the budget gets a batch of its own.
+    """
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        # Sorted descending, so the batch's first member is its longest.
+        if batches and lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
