@@ -43,7 +43,9 @@ def connect(store: Store) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
 
 def query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     try:
-        return con.execute(sql).fetch_arrow_table()
+        relation = con.sql(sql)
+        # Statements that return no rows (CREATE VIEW, SET, ...) give no relation.
+        return relation.to_arrow_table() if relation is not None else pa.table({})
     except duckdb.Error as e:
         raise UserError(f"SQL error: {e}") from None
 
@@ -57,12 +59,10 @@ def write_result(table: pa.Table, fmt: str, output: str | None) -> None:
         import pyarrow.parquet as pq
         pq.write_table(table, output)
         return
-    con = duckdb.connect()
-    con.register("result", table)
     if fmt == "csv":
-        text = con.execute("SELECT * FROM result").df().to_csv(index=False)
+        text = table.to_pandas().to_csv(index=False)
     elif fmt == "json":
-        text = con.execute("SELECT * FROM result").df().to_json(orient="records", lines=True, force_ascii=False)
+        text = table.to_pandas().to_json(orient="records", lines=True, force_ascii=False, date_format="iso")
     else:
         raise UserError(f"unknown format {fmt!r}: use table, csv, json or parquet")
     if output:

@@ -88,7 +88,7 @@ def test_ingest_runs_on_standalone_cluster(standalone_cluster, tmp_path):
     summary = json.loads(proc.stdout)
     assert summary["counts"]["input_rows"] == 153
     assert summary["counts"]["docs"] == 151 and summary["counts"]["duplicates"] == 2
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/docs/*.parquet')").fetchone()[0]
+    n = duckdb.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/docs/*.parquet')").fetchone()[0]
     assert n == 151
     # The master saw the application run to completion on its worker.
     state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{standalone_cluster['ui']}/json/", timeout=5))

@@ -14,8 +14,7 @@ from html.parser import HTMLParser
 # Content that is never shown as text on the page.
 SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe", "object"})
 
-# Elements that start a new paragraph: a line break before and after them (which makes a blank
-# line between two of them once `html_to_text` collapses the breaks).
+# Elements that make a paragraph of their own: a blank line before and after them.
 PARAGRAPH_TAGS = frozenset({
     "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section", "article", "header",
     "footer", "nav", "aside", "main", "blockquote", "pre", "ul", "ol", "dl", "form", "fieldset",
@@ -53,7 +52,7 @@ class _TextExtractor(HTMLParser):
         if tag in SKIPPED_TAGS:
             self.skip_depth = max(0, self.skip_depth - 1)
         if tag in PARAGRAPH_TAGS:
-            self.pieces.append("\n")
+            self.pieces.append("\n\n")
 
     def handle_data(self, data: str) -> None:
         if not self.skip_depth:
@@ -61,7 +60,9 @@ class _TextExtractor(HTMLParser):
             self.pieces.append(re.sub(r"\s+", " ", data))
 
     def _break_for(self, tag: str) -> None:
-        if tag in PARAGRAPH_TAGS or tag in LINE_TAGS:
+        if tag in PARAGRAPH_TAGS:
+            self.pieces.append("\n\n")  # stacked breaks (<div><p>) collapse to one blank line later
+        elif tag in LINE_TAGS:
             self.pieces.append("\n")
         elif tag in CELL_TAGS:
             self.pieces.append(" ")

@@ -11,6 +11,7 @@ unexpected failure such as a permission error; the detail has the exception).
 """
 from __future__ import annotations
 
+import copy
 import glob
 import gzip
 import io
@@ -55,7 +56,8 @@ def discover_inputs(spec: InputSpec) -> list[InputFile]:
     format can't be told from the name get format "unknown" so that they are quarantined, not lost.
     """
     path = os.path.expanduser(spec.path)
-    if glob.has_magic(path):
+    is_glob = glob.has_magic(path)
+    if is_glob:
         matches = sorted(glob.glob(path, recursive=True))
     else:
         matches = [path] if os.path.exists(path) else []
@@ -65,8 +67,10 @@ def discover_inputs(spec: InputSpec) -> list[InputFile]:
     options = {"fields": spec.fields.model_dump(), "hf_builder": spec.hf_builder, "hf_split": spec.hf_split}
     found: dict[str, str] = {}  # absolute path -> format; a dict keeps order and drops glob overlaps
     for match in matches:
-        if match != path and _is_skipped(match):
+        if is_glob and _is_skipped(match):
             continue  # `data/*` should not pick up `_SUCCESS` any more than a folder walk does
+        if os.path.isfile(match) and is_hf_disk_folder(os.path.dirname(match)):
+            continue  # `**/*.json` should not pick up a datasets folder's state.json
         match = os.path.abspath(match)
         expanded = list(_expand(match, spec.format, top=True))
         if not expanded and spec.format == "hf_disk":
@@ -112,8 +116,9 @@ def format_from_name(path: str) -> str:
         return "warc"
     if name.endswith(".parquet"):
         return "parquet"
-    for compression in (".gz", ".zst"):
-        name = name.removesuffix(compression)
+    stem, extension = os.path.splitext(name)
+    if extension in (".gz", ".zst"):
+        name = stem
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl"
     return "unknown"
@@ -128,7 +133,7 @@ def _input_file(path: str, fmt: str, options: dict) -> InputFile:
     else:
         st = os.stat(path)
         size, mtime_ns = st.st_size, st.st_mtime_ns
-    return InputFile(path=path, format=fmt, size=size, mtime_ns=mtime_ns, options=dict(options))
+    return InputFile(path=path, format=fmt, size=size, mtime_ns=mtime_ns, options=copy.deepcopy(options))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,13 +328,14 @@ def read_parquet(f: InputFile) -> Iterator[Record]:
     wanted = [fields.text, fields.url, fields.id, *fields.metadata]
     columns = list(dict.fromkeys(c for c in wanted if c and c in names))
     row_index = 0
-    try:
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-            for row in batch.to_pylist():
-                yield _row_to_doc(row, fields, f, row_index, _row_bytes(row))
-                row_index += 1
-    except Exception as e:  # a damaged page or row group
-        yield Rejected(f.path, "corrupt_file", f"unreadable from row {row_index} on: {e}", row_index, f.format)
+    with parquet:
+        try:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+                for row in batch.to_pylist():
+                    yield _row_to_doc(row, fields, f, row_index, _row_bytes(row))
+                    row_index += 1
+        except Exception as e:  # a damaged page or row group
+            yield Rejected(f.path, "corrupt_file", f"unreadable from row {row_index} on: {e}", row_index, f.format)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,35 +355,55 @@ def read_wet(f: InputFile) -> Iterator[Record]:
 def _read_archive(f: InputFile, to_record) -> Iterator[Record]:
     """Walk a WARC/WET file with warcio and report truncation, which warcio itself does not.
 
-    warcio ends iteration quietly on a truncated or damaged file (it prints a gzip error to stderr
-    at most), so two checks: a record whose block is shorter than its Content-Length, and a
-    stream that stops before the end of the file (bytes that could not be read as records).
+    warcio ends iteration quietly on a truncated or damaged file, so three checks: a record whose
+    block is shorter than its Content-Length, a stream that stops before the end of the file
+    (bytes that could not be read as records), and a last gzip member without its trailer.
     """
-    from warcio.archiveiterator import ArchiveIterator
+    from warcio.archiveiterator import WARCIterator
 
     compressed = _magic(f.path).startswith(GZIP_MAGIC)
     file_size = os.path.getsize(f.path)
     broken = "corrupt_compression" if compressed else "corrupt_file"
+    end, last_offset = 0, None   # where the last good record ends and starts
     with open(f.path, "rb") as fh:
-        records = ArchiveIterator(fh)
-        end = 0
+        records = WARCIterator(fh)  # not ArchiveIterator: it would take any text line for an ARC record
         try:
             for record in records:
                 payload = record.content_stream().read()
                 offset = records.get_record_offset()  # also drains the rest of the record
-                if getattr(record.raw_stream, "limit", 0) > 0:
-                    yield Rejected(f.path, broken, f"record at byte {offset} is cut short "
-                                   f"({record.raw_stream.limit} bytes missing): file truncated?",
-                                   offset, f.format, payload[:RAW_CAP])
+                missing = getattr(record.raw_stream, "limit", 0)
+                if missing > 0:
+                    yield Rejected(f.path, broken, f"record at byte {offset} is cut short ({missing} bytes "
+                                   "missing): file truncated?", offset, f.format, payload[:RAW_CAP])
                     return
+                end, last_offset = records.offset, offset
                 yield to_record(record, payload, offset, f)
-                end = records.offset
         except Exception as e:  # warcio's ArchiveLoadFailed, StatusAndHeadersParserException, ...
             yield Rejected(f.path, broken, f"unreadable from byte {end} on: {type(e).__name__}: {e}", end, f.format)
             return
-        if end < file_size:
-            yield Rejected(f.path, broken, f"only the first {end} of {file_size} bytes could be read as "
-                           "records: file truncated or damaged", end, f.format)
+    if end < file_size:
+        yield Rejected(f.path, broken, f"only the first {end} of {file_size} bytes could be read as "
+                       "records: file truncated or damaged", end, f.format)
+    elif compressed and last_offset is not None and not _gzip_member_complete(f.path, last_offset):
+        yield Rejected(f.path, broken, f"the gzip member at byte {last_offset} has no end-of-stream "
+                       "trailer: file truncated?", last_offset, f.format)
+
+
+def _gzip_member_complete(path: str, offset: int) -> bool:
+    """Whether the gzip member starting at `offset` ends properly.
+
+    warcio does not notice a member that lacks its 8-byte CRC/size trailer (a file cut by a few
+    bytes), so the last member, one record, is decompressed again to check.
+    """
+    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)  # | 16: expect a gzip header
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        try:
+            while not decompressor.eof and (chunk := fh.read(1 << 16)):
+                decompressor.decompress(chunk)
+        except zlib.error:
+            return False
+    return decompressor.eof
 
 
 def _record_meta(record, content_type: str | None) -> dict:
