@@ -53,9 +53,12 @@ def standalone_cluster(tmp_path_factory):
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.time() + 60  # wait until the worker has registered with the master
         while time.time() < deadline:
-            state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5))
-            if state.get("aliveworkers", 0) >= 1:
-                break
+            try:
+                state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5))
+                if state.get("aliveworkers", 0) >= 1:
+                    break
+            except OSError:  # the web UI starts a little after the RPC port
+                pass
             time.sleep(1)
         else:
             raise TimeoutError("the worker did not register with the master")
