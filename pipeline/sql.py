@@ -17,6 +17,7 @@ PARQUET_VIEWS = {
     "scores": ("scores/*/*.parquet", ", hive_partitioning = true"),
     "ratings": ("ratings/*/*.parquet", ", hive_partitioning = true"),
     "selections": ("selections/*/*.parquet", ", filename = true"),
+    "reference_splits": ("reference_splits/*/*.parquet", ", hive_partitioning = true"),
 }
 
 

@@ -92,7 +92,14 @@ SCORES = _versioned("scores", 1, [
 ])
 SURPRISE_NATS = 6.907755  # ln(1000): the model gave the token less than a 1/1000 chance
 
-TABLES = {"docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD, "scores": SCORES}
+# The documents a trained reference model saw (reference_splits/model=<name>/): excluded from selection.
+REFERENCE_SPLIT = _versioned("reference_split", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("model_name", pa.string(), nullable=False),
+    pa.field("heldout", pa.bool_(), nullable=False),        # kept out of training for the held-out loss
+])
+
+TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD, "scores": SCORES}
 
 
 class SchemaError(ValueError):

@@ -2,6 +2,7 @@
 from pipeline.train.reference import (
     ReferenceConfig,
     load_reference_texts,
+    reference_key,
     split_reference,
     train_reference,
     train_tokenizer,
@@ -10,6 +11,7 @@ from pipeline.train.reference import (
 __all__ = [
     "ReferenceConfig",
     "load_reference_texts",
+    "reference_key",
     "split_reference",
     "train_reference",
     "train_tokenizer",

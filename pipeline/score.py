@@ -1,0 +1,194 @@
+"""Score stage: every document's likelihood under one reference model -> `scores/scorer=<id>/`.
+
+Spark reads `docs`, drops documents this scorer has already scored (resume), and sends the rest
+through `mapInPandas` to a scoring engine living in each Python worker (the embedded default) or to
+the scoring service over HTTP. Each task writes its results in parts of `docs_per_part` documents,
+atomically, as it goes: a killed job keeps every finished part, and a re-run scores only the rest.
+Parts are named by run, partition and chunk over doc_id-sorted partitions, so a retried task
+overwrites its own earlier parts instead of duplicating them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import pandas as pd
+import pyarrow as pa
+
+import schemas
+from pipeline.config import Config, ScoreConfig
+from pipeline.errors import UserError
+from pipeline.scoring.core import ScorerIdentity
+from pipeline.store import Store, code_version, utc_now
+
+STAGE = "score"
+_COUNTS_SCHEMA = "n_docs long, n_errors long, n_tokens long, seconds double"
+
+
+def resolve_max_tokens(cfg: ScoreConfig) -> ScoreConfig:
+    """Fill in the window length: the model's context length, at most 1024, unless set."""
+    from pipeline import models
+    if cfg.max_tokens is not None or cfg.service_url:
+        return cfg
+    context = models.describe_model(cfg.model).get("max_position_embeddings") or 1024
+    return cfg.model_copy(update={"max_tokens": min(1024, int(context))})
+
+
+def local_identity(cfg: ScoreConfig) -> ScorerIdentity:
+    """The identity an in-process engine will have, computed without loading the weights."""
+    from pipeline import models
+    if not cfg.model:
+        raise UserError("score: set score.model (a model directory) or score.service_url")
+    if not os.path.isfile(os.path.join(cfg.model, "config.json")):
+        raise UserError(f"score.model {cfg.model!r} is not a model directory (no config.json); "
+                        "`curate models fetch smollm2-135m` or `curate models train-reference` write one")
+    cfg = resolve_max_tokens(cfg)
+    dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
+    name = models.model_name(cfg.model)
+    return ScorerIdentity(model_name=name, weights_sha256=models.weights_sha256(cfg.model),
+                          tokenizer=f"{name}@{models.tokenizer_hash(cfg.model)}", dtype=dtype,
+                          backend=cfg.engine, max_tokens=cfg.max_tokens, truncation=cfg.truncation,
+                          stride=cfg.stride, code_version=code_version())
+
+
+_SCORERS: dict[str, object] = {}  # one engine or client per Python worker process
+
+
+def _scorer(cfg_json: str, num_threads: int):
+    """The engine (or service client) of this worker, built on first use."""
+    if cfg_json not in _SCORERS:
+        cfg = ScoreConfig.model_validate_json(cfg_json)
+        if cfg.service_url:
+            from pipeline.scoring.client import ScoringClient
+            _SCORERS[cfg_json] = ScoringClient(cfg.service_url, token=cfg.service_token,
+                                               batch_size=cfg.request_docs, max_concurrency=cfg.concurrency)
+        else:
+            from pipeline.scoring.engines import load_engine
+            options = dict(device=cfg.device, dtype=cfg.dtype, max_tokens=cfg.max_tokens,
+                           truncation=cfg.truncation, stride=cfg.stride, token_budget=cfg.token_budget)
+            if cfg.engine == "torch" and cfg.device == "cpu":
+                options["num_threads"] = num_threads
+            _SCORERS[cfg_json] = load_engine(cfg.engine, cfg.model, **options)
+    return _SCORERS[cfg_json]
+
+
+def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str, num_threads: int):
+    """mapInPandas function: score this partition's documents and write them part by part."""
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+        cfg = ScoreConfig.model_validate_json(cfg_json)
+        store = Store(store_uri)
+        scorer = _scorer(cfg_json, num_threads)
+        if scorer.identity.scorer_id != scorer_id:  # the service or model changed under a running job
+            raise UserError(f"scorer identity changed: expected {scorer_id}, got {scorer.identity.scorer_id}")
+        partition = TaskContext.get().partitionId()
+        docs = pd.concat(list(frames), ignore_index=True)
+        for chunk_no, start in enumerate(range(0, len(docs), cfg.docs_per_part)):
+            chunk = docs.iloc[start:start + cfg.docs_per_part]
+            t0 = time.perf_counter()
+            rows = scorer.score(list(zip(chunk["doc_id"], chunk["text"])))
+            table = pa.Table.from_pylist(rows, schema=schemas.SCORES)
+            store.write_table(table, schemas.SCORES, "scores", f"scorer={scorer_id}",
+                              f"part-{run_id}-{partition:05d}-{chunk_no:04d}.parquet")
+            yield pd.DataFrame({"n_docs": [len(rows)],
+                                "n_errors": [sum(r["error"] is not None for r in rows)],
+                                "n_tokens": [sum(r["n_predicted"] for r in rows)],
+                                "seconds": [time.perf_counter() - t0]})
+    return run
+
+
+@dataclass
+class ScoreResult:
+    run_id: str
+    scorer_id: str
+    identity: dict
+    counts: dict
+    timings: dict
+    store: str
+
+
+def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None) -> ScoreResult:
+    """Score the store's documents with `config.score`; resumes from what this scorer already wrote."""
+    from pyspark.sql import functions as F
+
+    store = Store(config.store)
+    cfg = config.score
+    if not store.list_files("docs", suffix=".parquet"):
+        raise UserError(f"no documents in {store.uri}/docs: run `curate ingest` first")
+    if cfg.service_url:
+        from pipeline.scoring.client import ScoringClient
+        identity = ScoringClient(cfg.service_url, token=cfg.service_token).identity
+    else:
+        identity = local_identity(cfg)
+        cfg = resolve_max_tokens(cfg)
+    scorer_id = identity.scorer_id
+    scorer_rel = ("scores", f"scorer={scorer_id}")
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    record = {"stage": STAGE, "run_id": run_id, "status": "running",
+              "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+              "inputs": [store.spark_path("docs")], "code_version": code_version(), "started_at": utc_now(),
+              "finished_at": None, "counts": {}, "timings": {}, "error": None}
+    store.write_run_record(record)
+    store.write_json(identity.to_dict(), *scorer_rel, "_scorer.json")
+    t0 = time.time()
+    try:
+        docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
+        if cfg.where:
+            try:
+                docs = docs.where(cfg.where)
+            except Exception as e:  # AnalysisException: an unknown column or bad syntax
+                raise UserError(f"score.where {cfg.where!r} is not a valid filter on docs: "
+                                f"{str(e).splitlines()[0]}") from None
+        docs = docs.select("doc_id", "text")
+        n_selected = docs.count()
+        done_parts = store.list_files(*scorer_rel, suffix=".parquet")
+        if done_parts:
+            done = spark.read.parquet(*[store.spark_path(*scorer_rel, p) for p in done_parts]).select("doc_id")
+            docs = docs.join(done, "doc_id", "left_anti")
+        n_todo = docs.count()
+        if progress:
+            progress("score", 0, n_todo)
+        parallelism = spark.sparkContext.defaultParallelism
+        num_threads = max(1, (os.cpu_count() or 1) // parallelism) if config.spark.master.startswith("local") else 0
+        n_partitions = max(1, min(math.ceil(n_todo / cfg.docs_per_part), 4 * parallelism * 8))
+        fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run_id, num_threads or 1)
+        scored = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
+        if n_todo:
+            parts = (docs.repartition(n_partitions, "doc_id").sortWithinPartitions("doc_id")
+                     .mapInPandas(fn, _COUNTS_SCHEMA))
+            try:
+                for row in parts.toLocalIterator(prefetchPartitions=True):
+                    for key in scored:
+                        scored[key] += row[key]
+                    if progress:
+                        progress("score", scored["n_docs"], n_todo)
+            except Exception as e:
+                raise UserError(_task_failure_message(e, store, scorer_rel)) from None
+        elapsed = time.time() - t0
+        counts = {"selected_docs": n_selected, "already_scored": n_selected - n_todo,
+                  "scored_now": scored["n_docs"], "errors": scored["n_errors"], "tokens": scored["n_tokens"],
+                  "parts": len(store.list_files(*scorer_rel, suffix=".parquet"))}
+        timings = {"total_s": round(elapsed, 3), "engine_s": round(scored["seconds"], 3),
+                   "tokens_per_s": round(scored["n_tokens"] / elapsed, 1) if elapsed and scored["n_tokens"] else 0.0}
+        record.update(status="finished", finished_at=utc_now(), counts=counts, timings=timings)
+        store.write_run_record(record)
+        return ScoreResult(run_id, scorer_id, identity.to_dict(), counts, timings, store.uri)
+    except BaseException as e:
+        record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
+        store.write_run_record(record)
+        raise
+
+
+def _task_failure_message(error: Exception, store: Store, scorer_rel: tuple[str, ...]) -> str:
+    """One clear line from a failed Spark task (the Python error inside the JVM's wrapping)."""
+    text = str(error)
+    lines = [line for line in text.splitlines() if "UserError:" in line]
+    reason = lines[-1].split("UserError:", 1)[1].strip() if lines else (text.splitlines() or ["unknown error"])[0]
+    kept = len(store.list_files(*scorer_rel, suffix=".parquet"))
+    return (f"scoring failed: {reason}. The {kept} part file(s) already written are kept; "
+            f"re-run the same command to resume.")

@@ -1,0 +1,325 @@
+"""The scoring service: one engine behind a small FastAPI app (`curate serve`).
+
+Endpoints
+  POST /v1/score   {"documents": [{"doc_id", "text"}, ...], "return_token_nlls": false}
+                   -> {"scorer_id", "rows": [SCORES rows], "elapsed_s"}; with return_token_nlls each
+                   row also holds "token_nlls" (nats per predicted token), if the engine offers them.
+  GET  /v1/models  the scorer identity (ScorerIdentity.to_dict()), the limits, token-NLL support.
+  GET  /healthz    {"status": "ok"}; never needs the token, never waits for the engine.
+  GET  /metrics    Prometheus text format (written by hand; see `Metrics`).
+
+Errors are JSON `{"detail": message}` (plus `"limit": name` when a ServiceLimits field was hit):
+413 for a body, document count or document size over its limit, 422 for a body that is not a
+valid request, 400 for an empty document list or token NLLs the engine cannot give, 401 for a
+missing or wrong bearer token, 500 when the engine fails.
+
+The engine is not thread-safe and is slow: it runs on one dedicated worker thread, so calls are
+serialised and the event loop (and /healthz) stays responsive while it works.
+"""
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.scoring.engines import Engine, load_engine
+
+log = logging.getLogger("curate.service")
+
+UNAUTHENTICATED_PATHS = frozenset({"/healthz"})
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What one /v1/score request may carry. The body limit is checked while reading, before
+    parsing, so an oversized request costs no more than max_request_bytes of memory."""
+    max_documents_per_request: int = 256
+    max_bytes_per_document: int = 1_000_000      # UTF-8 bytes of one document's text
+    max_request_bytes: int = 64 * 1024 * 1024    # the raw JSON body
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"service limit {name} must be a positive integer, got {value!r}")
+
+
+class RequestRejected(Exception):
+    """A request the service answers with `status` and a JSON message, naming `limit` if one was hit."""
+
+    def __init__(self, status: int, message: str, limit: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.limit = status, message, limit
+
+    def response(self):
+        from fastapi.responses import JSONResponse
+        body = {"detail": self.message, **({"limit": self.limit} if self.limit else {})}
+        return JSONResponse(body, status_code=self.status)
+
+
+# --------------------------------------------------------------------------- metrics
+
+class Metrics:
+    """Counters and a latency histogram of /v1/score, rendered in the Prometheus text format.
+
+    curate_documents_total         documents scored (rows returned, error rows included)
+    curate_tokens_total            tokens whose NLL was computed (sum of n_predicted)
+    curate_requests_total{status}  /v1/score requests by HTTP status
+    curate_request_errors_total    /v1/score requests answered with a status >= 400
+    curate_request_seconds         /v1/score latency, histogram (queueing for the engine included)
+    curate_requests_in_flight      /v1/score requests being read, queued or scored now
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS):
+        self._lock = threading.Lock()
+        self.buckets = buckets
+        self.documents = 0
+        self.tokens = 0
+        self.requests: dict[int, int] = {}
+        self.errors = 0
+        self.bucket_counts = [0] * len(buckets)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.in_flight = 0
+
+    def add_rows(self, rows: list[dict]) -> None:
+        with self._lock:
+            self.documents += len(rows)
+            self.tokens += sum(int(r.get("n_predicted") or 0) for r in rows)
+
+    def start_request(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def end_request(self, status: int, seconds: float) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.requests[status] = self.requests.get(status, 0) + 1
+            self.errors += status >= 400
+            self.latency_sum += seconds
+            self.latency_count += 1
+            for i, bound in enumerate(self.buckets):
+                if seconds <= bound:
+                    self.bucket_counts[i] += 1   # cumulative: every bucket whose bound holds it
+
+    def render(self) -> str:
+        with self._lock:
+            lines = [
+                *_header("curate_documents_total", "counter", "Documents scored (error rows included)."),
+                f"curate_documents_total {self.documents}",
+                *_header("curate_tokens_total", "counter", "Tokens whose NLL was computed."),
+                f"curate_tokens_total {self.tokens}",
+                *_header("curate_requests_total", "counter", "Scoring requests by HTTP status."),
+                *(f'curate_requests_total{{status="{s}"}} {n}' for s, n in sorted(self.requests.items())),
+                *_header("curate_request_errors_total", "counter", "Scoring requests answered with an error."),
+                f"curate_request_errors_total {self.errors}",
+                *_header("curate_requests_in_flight", "gauge", "Scoring requests in progress."),
+                f"curate_requests_in_flight {self.in_flight}",
+                *_header("curate_request_seconds", "histogram", "Scoring request latency in seconds."),
+                *(f'curate_request_seconds_bucket{{le="{b:g}"}} {n}'
+                  for b, n in zip(self.buckets, self.bucket_counts)),
+                f'curate_request_seconds_bucket{{le="+Inf"}} {self.latency_count}',
+                f"curate_request_seconds_sum {self.latency_sum!r}",
+                f"curate_request_seconds_count {self.latency_count}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _header(name: str, kind: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
+# --------------------------------------------------------------------------- the app
+
+def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str | None = None):
+    """A FastAPI app serving `engine`. `token`: when set, every path but /healthz needs
+    `Authorization: Bearer <token>`."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from pydantic import BaseModel, ConfigDict, ValidationError
+    from starlette.concurrency import run_in_threadpool
+
+    limits = limits or ServiceLimits()
+    metrics = Metrics()
+    # One thread owns the engine: calls are serialised and never block the event loop.
+    engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-engine")
+    supports_token_nlls = callable(getattr(engine, "score_with_token_nlls", None))
+    identity = engine.identity
+
+    class Document(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        doc_id: str
+        text: str
+
+    class ScoreRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        documents: list[Document]
+        return_token_nlls: bool = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        engine_thread.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="curate scoring service", version="1", lifespan=lifespan,
+                  description=__doc__.split("\n\n")[0])
+    app.state.engine, app.state.limits, app.state.metrics = engine, limits, metrics
+
+    @app.middleware("http")
+    async def authenticate_and_measure(request: Request, call_next):
+        if token is not None and request.url.path not in UNAUTHENTICATED_PATHS:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        if request.url.path != "/v1/score":
+            return await call_next(request)
+        started = time.perf_counter()
+        metrics.start_request()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.end_request(status, time.perf_counter() - started)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {**identity.to_dict(), "limits": asdict(limits), "supports_token_nlls": supports_token_nlls}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> Response:
+        try:
+            body = await _read_body(request, limits.max_request_bytes)
+            try:
+                parsed = await run_in_threadpool(ScoreRequest.model_validate_json, body)
+            except ValidationError as e:
+                raise RequestRejected(422, f"not a valid scoring request: {_first_errors(e)}") from e
+            docs = [(d.doc_id, d.text) for d in parsed.documents]
+            _check_documents(docs, limits)
+            if parsed.return_token_nlls and not supports_token_nlls:
+                raise RequestRejected(400, f"the {identity.backend} engine does not return per-token NLLs; "
+                                           "send return_token_nlls: false")
+            loop = asyncio.get_running_loop()
+            try:
+                rows, elapsed = await loop.run_in_executor(
+                    engine_thread, _run_engine, engine, docs, parsed.return_token_nlls)
+            except Exception as e:   # the engine's own failure: the client may retry (5xx)
+                log.exception("engine failed on a batch of %d documents", len(docs))
+                raise RequestRejected(500, f"engine failed: {type(e).__name__}: {e}") from e
+        except RequestRejected as e:
+            return e.response()
+        metrics.add_rows(rows)
+        content = {"scorer_id": identity.scorer_id, "rows": rows, "elapsed_s": elapsed}
+        # allow_nan: an overflowing perplexity is inf; Python's json reads it back exactly.
+        return Response(json.dumps(content, allow_nan=True, separators=(",", ":")),
+                        media_type="application/json")
+
+    return app
+
+
+async def _read_body(request, max_bytes: int) -> bytes:
+    """The body, refused (413) as soon as it is known to pass `max_bytes`."""
+    too_big = RequestRejected(413, f"request body exceeds max_request_bytes ({max_bytes} bytes); "
+                                   "send fewer documents per request", "max_request_bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_documents(docs: list[tuple[str, str]], limits: ServiceLimits) -> None:
+    if not docs:
+        raise RequestRejected(400, "no documents: send at least one in \"documents\"")
+    if len(docs) > limits.max_documents_per_request:
+        raise RequestRejected(413, f"{len(docs)} documents exceed max_documents_per_request "
+                                   f"({limits.max_documents_per_request}); send smaller batches",
+                              "max_documents_per_request")
+    for doc_id, text in docs:
+        # UTF-8 is at most 4 bytes a character: most texts are settled without encoding them.
+        if len(text) * 4 > limits.max_bytes_per_document:
+            n_bytes = len(text.encode("utf-8", "surrogatepass"))
+            if n_bytes > limits.max_bytes_per_document:
+                raise RequestRejected(413, f"document {doc_id!r} has {n_bytes} bytes, over "
+                                           f"max_bytes_per_document ({limits.max_bytes_per_document})",
+                                      "max_bytes_per_document")
+
+
+def _run_engine(engine: Engine, docs: list[tuple[str, str]], token_nlls: bool) -> tuple[list[dict], float]:
+    """Score on the engine thread; with token_nlls each row gains a "token_nlls" list."""
+    started = time.perf_counter()
+    if token_nlls:
+        rows, nlls = engine.score_with_token_nlls(docs)
+        rows = [{**row, "token_nlls": [float(x) for x in nll]} for row, nll in zip(rows, nlls)]
+    else:
+        rows = engine.score(docs)
+    return rows, time.perf_counter() - started
+
+
+def _first_errors(error, n: int = 3) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:n]]
+    more = error.error_count() - n
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+# --------------------------------------------------------------------------- serve
+
+def serve(engine_name: str, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+          token: str | None = None, limits: ServiceLimits | None = None,
+          engine_options: dict[str, Any] | None = None, log_level: str = "info") -> None:
+    """Load the engine once and serve it with uvicorn until interrupted (`curate serve`)."""
+    import uvicorn
+
+    _check_port_free(host, port)   # fail before minutes of model loading, not after
+    if token is None and not _is_loopback(host):
+        log.warning("serving on %s without a token: anyone who can reach it can use the engine", host)
+    engine = load_engine(engine_name, model_dir, **(engine_options or {}))
+    app = create_app(engine, limits or ServiceLimits(), token)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"cannot serve on host {host!r}: {e}") from e
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); "
+                            "choose another --port or stop what uses it") from e
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
