@@ -87,7 +87,10 @@ def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str,
         if scorer.identity.scorer_id != scorer_id:  # the service or model changed under a running job
             raise UserError(f"scorer identity changed: expected {scorer_id}, got {scorer.identity.scorer_id}")
         partition = TaskContext.get().partitionId()
-        docs = pd.concat(list(frames), ignore_index=True)
+        frames = list(frames)
+        if not frames:  # an empty partition (hash partitioning of a few documents)
+            return
+        docs = pd.concat(frames, ignore_index=True)
         for chunk_no, start in enumerate(range(0, len(docs), cfg.docs_per_part)):
             chunk = docs.iloc[start:start + cfg.docs_per_part]
             t0 = time.perf_counter()
@@ -135,6 +138,7 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
               "finished_at": None, "counts": {}, "timings": {}, "error": None}
     store.write_run_record(record)
     store.write_json(identity.to_dict(), *scorer_rel, "_scorer.json")
+    store.clear_temporary(*scorer_rel)  # one scorer's parts are written by one job at a time
     t0 = time.time()
     try:
         docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
@@ -186,9 +190,16 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
 
 def _task_failure_message(error: Exception, store: Store, scorer_rel: tuple[str, ...]) -> str:
     """One clear line from a failed Spark task (the Python error inside the JVM's wrapping)."""
+    import re
     text = str(error)
-    lines = [line for line in text.splitlines() if "UserError:" in line]
-    reason = lines[-1].split("UserError:", 1)[1].strip() if lines else (text.splitlines() or ["unknown error"])[0]
+    user = [line for line in text.splitlines() if "UserError:" in line]
+    python = [line for line in text.splitlines() if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    if user:
+        reason = user[-1].split("UserError:", 1)[1].strip()
+    elif python:  # the Python exception inside the JVM's wrapping
+        reason = python[-1].strip()
+    else:
+        reason = (text.splitlines() or ["unknown error"])[0]
     kept = len(store.list_files(*scorer_rel, suffix=".parquet"))
     return (f"scoring failed: {reason}. The {kept} part file(s) already written are kept; "
             f"re-run the same command to resume.")

@@ -9,15 +9,16 @@ import pyarrow as pa
 from pipeline.errors import UserError
 from pipeline.store import Store
 
-# view name -> (path pattern under the store, read_parquet options). Partitioned tables
+# view name -> (path pattern under the store, read_parquet options). Only `part-*` files: a
+# killed writer's temporary `.tmp-*` file is never read. Partitioned tables
 # (scores/scorer=<id>/...) get their partition key as a column through hive partitioning.
 PARQUET_VIEWS = {
-    "docs": ("docs/*.parquet", ""),
-    "quarantine": ("quarantine/*.parquet", ""),
-    "scores": ("scores/*/*.parquet", ", hive_partitioning = true"),
-    "ratings": ("ratings/*/*.parquet", ", hive_partitioning = true"),
-    "selections": ("selections/*/*.parquet", ", filename = true"),
-    "reference_splits": ("reference_splits/*/*.parquet", ", hive_partitioning = true"),
+    "docs": ("docs/part-*.parquet", ""),
+    "quarantine": ("quarantine/part-*.parquet", ""),
+    "scores": ("scores/*/part-*.parquet", ", hive_partitioning = true"),
+    "ratings": ("ratings/*/part-*.parquet", ", hive_partitioning = true"),
+    "selections": ("selections/*/part-*.parquet", ", filename = true"),
+    "reference_splits": ("reference_splits/*/part-*.parquet", ", hive_partitioning = true"),
 }
 
 

@@ -83,6 +83,14 @@ class Store:
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(p)
 
+    def clear_temporary(self, *parts: str) -> int:
+        """Delete the `.tmp-*` files a killed writer left in a folder; returns how many."""
+        info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        stale = [i.path for i in info if i.type == pafs.FileType.File and i.base_name.startswith(".tmp-")]
+        for path in stale:
+            self.fs.delete_file(path)
+        return len(stale)
+
     def _atomic_write(self, rel: tuple[str, ...], write) -> None:
         final = self.path(*rel)
         tmp = self.path(*rel[:-1], f".tmp-{uuid.uuid4().hex}-{rel[-1]}")
