@@ -24,5 +24,11 @@ test: $(VENV)/.installed
 	$(VENV)/bin/pytest -q -m "not vllm" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 
+# The vLLM engine against vLLM's CPU build, in its own environment (~3.5 GB, a few minutes to build).
+test-vllm:
+	scripts/setup_vllm_env.sh .venv-vllm
+	.venv-vllm/bin/pytest -q -m vllm tests/vllm; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
+
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) .venv-vllm demo

