@@ -41,7 +41,9 @@ def read_reference_split(store: Store, fraction: float, seed: int, min_docs: int
 
 def run_train_reference(config: Config, progress: Callable | None = None) -> dict:
     """Train the reference model of `config.reference` on the store; returns the trainer's summary."""
+    from pipeline.scoring.core import quiet_transformers
     from pipeline.train.reference import ReferenceConfig, train_reference
+    quiet_transformers()
     store = Store(config.store)
     rc = config.reference
     ref = ReferenceConfig(vocab_size=rc.vocab_size, hidden_size=rc.hidden_size, num_layers=rc.num_layers,

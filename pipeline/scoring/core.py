@@ -128,6 +128,23 @@ class EncodedDoc:
         return len(self.ids) - int(self.has_bos)
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars or advisory warnings from transformers: the CLI shows progress."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(model_dir: Any) -> Any:
+    """The model's fast tokenizer, quiet: documents are tokenized whole and windowed by
+    `plan_windows`, so the tokenizer's own length limit (and its warning) does not apply."""
+    from transformers import AutoTokenizer
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.model_max_length = 10**12
+    return tokenizer
+
+
 def encode(tokenizer: Any, text: str) -> EncodedDoc:
     """Tokenize `text` with a HF fast tokenizer and prepend `tokenizer.bos_token_id` if it has one.
 

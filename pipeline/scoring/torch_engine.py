@@ -42,7 +42,7 @@ class TorchEngine:
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None,
                  max_tokens: int = 1024, truncation: str = "first_n", stride: int = 512,
                  token_budget: int = 16384, ce_chunk: int = 2048, num_threads: int | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
@@ -61,7 +61,7 @@ class TorchEngine:
         self.device = torch.device(device)
         self.max_tokens, self.truncation, self.stride = max_tokens, truncation, stride
         self.token_budget, self.ce_chunk = token_budget, ce_chunk
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer = core.load_tokenizer(self.model_dir)
         if not self.tokenizer.is_fast:
             raise UserError(f"{self.model_dir}: needs a fast tokenizer (tokenizer.json) for byte offsets")
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=_DTYPES[dtype])
