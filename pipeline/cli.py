@@ -345,7 +345,7 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
          seed: int = typer.Option(0, "--seed"),
          docs_per_source: int = typer.Option(400, "--docs-per-source", help="cap per real-text source"),
          master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[*])"),
-         smollm2_sample: float = typer.Option(0.1, "--smollm2-sample",
+         smollm2_sample: float = typer.Option(0.05, "--smollm2-sample",
                                               help="share of documents also scored with SmolLM2-135M (0 = skip)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
     """Build a small multi-domain web-like corpus from text on this machine and run the pipeline on it:

@@ -159,7 +159,8 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
             progress("score", 0, n_todo)
         parallelism = spark.sparkContext.defaultParallelism
         num_threads = max(1, (os.cpu_count() or 1) // parallelism) if config.spark.master.startswith("local") else 0
-        n_partitions = max(1, min(math.ceil(n_todo / cfg.docs_per_part), 4 * parallelism * 8))
+        # At least one partition per task slot (no idle cores), more when there are many parts.
+        n_partitions = max(1, min(n_todo, max(parallelism, math.ceil(n_todo / cfg.docs_per_part))))
         fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run_id, num_threads or 1)
         scored = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
         if n_todo:
