@@ -247,7 +247,8 @@ def serve(model: str = typer.Option(..., "--model", "-m", help="model directory"
           engine: str = typer.Option("torch", "--engine", help="torch | vllm"),
           device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
           dtype: Optional[str] = typer.Option(None, "--dtype"),
-          max_tokens: int = typer.Option(1024, "--max-tokens"),
+          max_tokens: Optional[int] = typer.Option(None, "--max-tokens",
+                                                   help="window length (default: the model's context, at most 1024)"),
           truncation: str = typer.Option("first_n", "--truncation", help="first_n | sliding"),
           stride: int = typer.Option(512, "--stride"),
           host: str = typer.Option("127.0.0.1", "--host"),
@@ -257,8 +258,12 @@ def serve(model: str = typer.Option(..., "--model", "-m", help="model directory"
           max_docs: int = typer.Option(256, "--max-docs", help="documents per request"),
           max_doc_bytes: int = typer.Option(1_000_000, "--max-doc-bytes", help="bytes per document")):
     """Run the scoring service: POST /v1/score, GET /healthz, /v1/models, /metrics."""
+    from pipeline.models import default_max_tokens
     from pipeline.scoring.service import ServiceLimits
     from pipeline.scoring.service import serve as run_service
+    if not Path(model, "config.json").is_file():
+        raise UserError(f"--model {model!r} is not a model directory (no config.json)")
+    max_tokens = max_tokens or default_max_tokens(model)
     run_service(engine, model, host=host, port=port, token=token,
                 limits=ServiceLimits(max_documents_per_request=max_docs, max_bytes_per_document=max_doc_bytes),
                 engine_options=dict(device=device, dtype=dtype, max_tokens=max_tokens, truncation=truncation,

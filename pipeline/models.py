@@ -294,6 +294,12 @@ def describe_model(model_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def default_max_tokens(model_dir: str | Path, cap: int = 1024) -> int:
+    """The scoring window when none is given: the model's context length, at most `cap`."""
+    context = describe_model(model_dir).get("max_position_embeddings") or cap
+    return min(cap, int(context))
+
+
 def _safetensors_numels(path: Path) -> int:
     # The format: 8-byte little-endian header length, then a JSON header of name -> shape.
     with open(path, "rb") as f:

@@ -35,8 +35,7 @@ def resolve_max_tokens(cfg: ScoreConfig) -> ScoreConfig:
     from pipeline import models
     if cfg.max_tokens is not None or cfg.service_url:
         return cfg
-    context = models.describe_model(cfg.model).get("max_position_embeddings") or 1024
-    return cfg.model_copy(update={"max_tokens": min(1024, int(context))})
+    return cfg.model_copy(update={"max_tokens": models.default_max_tokens(cfg.model)})
 
 
 def local_identity(cfg: ScoreConfig) -> ScorerIdentity:
