@@ -96,3 +96,20 @@ def test_ingest_runs_on_standalone_cluster(standalone_cluster, tmp_path):
     # The master saw the application run to completion on its worker.
     state = json.load(urllib.request.urlopen(f"http://127.0.0.1:{standalone_cluster['ui']}/json/", timeout=5))
     assert any(app["name"] == "curate" for app in state.get("completedapps", []) + state.get("activeapps", []))
+
+    # Scoring on the cluster: the engine runs inside the worker's Python processes.
+    pytest.importorskip("torch")
+    from tests.helpers import make_tiny_model_dir
+    model = make_tiny_model_dir(tmp_path / "model")
+    run = yaml.safe_load(config.read_text())
+    run["score"] = {"model": str(model), "max_tokens": 64, "docs_per_part": 40}
+    config.write_text(yaml.safe_dump(run))
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "jobs" / "score.py"),
+                           "--config", str(config), "--master", standalone_cluster["master"]],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = json.loads(proc.stdout)
+    assert scored["counts"]["scored_now"] == 151
+    rows = duckdb.execute(f"SELECT count(DISTINCT doc_id), count(*), min(n_predicted) FROM "
+                          f"read_parquet('{tmp_path}/store/scores/*/part-*.parquet')").fetchone()
+    assert rows[0] == rows[1] == 151 and rows[2] > 0
