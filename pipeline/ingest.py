@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
@@ -225,7 +226,7 @@ def _write_shards(store_uri: str, out_rel: str):
         for b in batches:
             table = pa.Table.from_batches([b])
             for shard in sorted(set(table.column("_shard").to_pylist())):
-                part = table.filter(pa.compute.equal(table.column("_shard"), shard))
+                part = table.filter(pc.equal(table.column("_shard"), shard))
                 by_shard.setdefault(shard, []).append(part)
         out = {"shard": [], "n_docs": [], "n_bytes": []}
         for shard, parts in by_shard.items():
@@ -233,7 +234,7 @@ def _write_shards(store_uri: str, out_rel: str):
             store.write_table(table, schemas.DOCS, out_rel, f"part-{shard:05d}.parquet")
             out["shard"].append(shard)
             out["n_docs"].append(table.num_rows)
-            out["n_bytes"].append(int(pa.compute.sum(table.column("n_bytes")).as_py() or 0))
+            out["n_bytes"].append(int(pc.sum(table.column("n_bytes")).as_py() or 0))
         yield pa.RecordBatch.from_pydict(out, schema=pa.schema([("shard", pa.int32()), ("n_docs", pa.int64()),
                                                                 ("n_bytes", pa.int64())]))
     return write
@@ -245,7 +246,6 @@ def collapse_and_shard(spark, store: Store, staged_keys: list[str], num_shards: 
     Shard of a document = floor(num_shards * B / total_bytes), where B is the byte count of all
     documents before it in doc_id order (doc_id is a hash, so that order is a fixed random order).
     """
-    import pyarrow.compute  # noqa: F401  (pa.compute used inside the shard writer)
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 

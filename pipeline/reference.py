@@ -21,7 +21,7 @@ from pipeline.store import Store
 
 def read_reference_split(store: Store, fraction: float, seed: int, min_docs: int) -> tuple[list[str], list[str]]:
     """(doc_ids, texts) of the reference split, ordered by doc_id; reads texts of that split only."""
-    from pipeline.train.reference import reference_key, split_reference
+    from pipeline.train.reference import split_reference
     parts = [store.path("docs", f) for f in store.list_files("docs", suffix=".parquet")]
     if not parts:
         raise UserError(f"no documents in {store.uri}/docs: run `curate ingest` first")

@@ -116,8 +116,6 @@ class ScoreResult:
 
 def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None) -> ScoreResult:
     """Score the store's documents with `config.score`; resumes from what this scorer already wrote."""
-    from pyspark.sql import functions as F
-
     store = Store(config.store)
     cfg = config.score
     if not store.list_files("docs", suffix=".parquet"):

@@ -1,6 +1,5 @@
 """The notebooks run top to bottom against a real store (their code cells, in one namespace)."""
 import json
-import os
 from pathlib import Path
 
 import pytest

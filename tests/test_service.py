@@ -1,8 +1,6 @@
 """The scoring service over real HTTP (uvicorn on 127.0.0.1) and its client, on a tiny random Llama."""
-import contextlib
 import importlib.util
 import pickle
-import random
 import socket
 import threading
 import time

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -238,6 +238,31 @@ def _identity_columns(doc_id: str, identity: ScorerIdentity) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- batching
+
+def score_documents(docs: Sequence[tuple[str, str]], tokenizer: Any, identity: ScorerIdentity,
+                    score_windows: Callable[[list[list[int]], list[int]], list[np.ndarray]]) -> list[dict[str, Any]]:
+    """(doc_id, text) pairs -> one SCORES row each, in input order, for any engine.
+
+    Each document is encoded (`encode`) and cut into windows (`plan_windows`); the engine's
+    `score_windows(sequences, first_scored)` returns, per window, the NLLs of its positions from
+    `first_scored` on. A document's NLLs are its windows' NLLs concatenated (every token once).
+    """
+    encoded = [encode(tokenizer, text) for _, text in docs]
+    plans = [plan_windows(len(e.ids), identity.max_tokens, identity.truncation, identity.stride) for e in encoded]
+    windows = [(d, w) for d, plan in enumerate(plans) for w in plan]  # a document may own several (sliding)
+    window_nlls = score_windows([encoded[d].ids[w[0]:w[1]] for d, w in windows], [w[2] - w[0] for _, w in windows])
+    per_doc: list[list[np.ndarray]] = [[] for _ in docs]
+    for (d, _), nll in zip(windows, window_nlls):  # windows are in document order
+        per_doc[d].append(nll)
+    rows = []
+    for (doc_id, text), enc, plan, nlls in zip(docs, encoded, plans, per_doc):
+        n_bytes = scored_bytes(text, enc, plan)
+        if not plan:
+            rows.append(error_row(doc_id, identity, enc.n_tokens, n_bytes, f"too_short: {enc.n_tokens} token(s)"))
+        else:
+            rows.append(score_row(doc_id, identity, np.concatenate(nlls), enc.n_tokens, n_bytes))
+    return rows
+
 
 def length_sorted_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
     """Group indices into batches, longest first, each with max(length) * batch_size <= budget.

@@ -85,27 +85,7 @@ class TorchEngine:
 
     def score(self, docs: list[tuple[str, str]]) -> list[dict]:
         """(doc_id, text) pairs in, one `schemas.SCORES` row per document out, in input order."""
-        encoded = [core.encode(self.tokenizer, text) for _, text in docs]
-        # Flatten to windows: (doc index, window); a document may own several (sliding).
-        plans = [core.plan_windows(len(e.ids), self.max_tokens, self.truncation, self.stride)
-                 for e in encoded]
-        windows = [(d, w) for d, plan in enumerate(plans) for w in plan]
-        window_nlls = self._score_windows([encoded[d].ids[w[0]:w[1]] for d, w in windows],
-                                          [w[2] - w[0] for _, w in windows])
-        per_doc: list[list[np.ndarray]] = [[] for _ in docs]
-        for (d, _), nll in zip(windows, window_nlls):   # windows are in document order
-            per_doc[d].append(nll)
-
-        rows = []
-        for (doc_id, text), enc, plan, nlls in zip(docs, encoded, plans, per_doc):
-            n_bytes = core.scored_bytes(text, enc, plan)
-            if not plan:
-                rows.append(core.error_row(doc_id, self.identity, enc.n_tokens, n_bytes,
-                                           f"too_short: {enc.n_tokens} token(s)"))
-                continue
-            rows.append(core.score_row(doc_id, self.identity, np.concatenate(nlls),
-                                       enc.n_tokens, n_bytes))
-        return rows
+        return core.score_documents(docs, self.tokenizer, self.identity, self._score_windows)
 
     # ------------------------------------------------------------------ internals
 

@@ -11,7 +11,6 @@ Runs in its own virtualenv (`scripts/setup_vllm_env.sh`, `make test-vllm`); else
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import subprocess
