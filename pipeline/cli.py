@@ -352,6 +352,7 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
          master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[*])"),
          smollm2_sample: float = typer.Option(0.05, "--smollm2-sample",
                                               help="share of documents also scored with SmolLM2-135M (0 = skip)"),
+         steps: Optional[int] = typer.Option(None, "--steps", help="reference model training steps (default 150)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
     """Build a small multi-domain web-like corpus from text on this machine and run the pipeline on it:
     ingest, train a small reference model, score every document, and (on a sample) SmolLM2-135M."""
@@ -364,7 +365,8 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
         summary = build_demo_corpus(directory, seed=seed, max_docs_per_source=docs_per_source)
         console.print(f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files "
                       f"under {directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})")
-    cfg = apply_overrides(Config.model_validate(demo_config(directory)), {"spark.master": master})
+    cfg = apply_overrides(Config.model_validate(demo_config(directory)),
+                          {"spark.master": master, "reference.max_steps": steps})
     timings = {}
     t = time.time()
     ingest_summary(run_ingest_with_progress(cfg, overwrite=overwrite))

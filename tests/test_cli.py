@@ -94,10 +94,12 @@ def test_ingest_then_sql_in_every_format(tmp_path):
 
 @pytest.mark.spark
 def test_demo_runs_ingest_and_prints_sql_summary(tmp_path):
-    out = curate("demo", "--dir", tmp_path / "demo", "--docs-per-source", 40)
+    out = curate("demo", "--dir", tmp_path / "demo", "--docs-per-source", 40, "--steps", 8, "--smollm2-sample", 0)
     assert out.returncode == 0, out.stderr[-2000:]
-    for title in ("documents by host", "languages", "quarantine by reason", "reconciled"):
+    for title in ("documents by host", "languages", "quarantine by reason", "reconciled",
+                  "reference model", "perplexity by host"):
         assert title in out.stdout
     for host in ("docs.python.org", "seo-spam.example.net", "nachrichten.example.de"):
         assert host in out.stdout
     assert Path(tmp_path / "demo" / "store" / "docs").is_dir()
+    assert list((tmp_path / "demo" / "store" / "scores").glob("scorer=*/part-*.parquet"))
