@@ -86,21 +86,28 @@ def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str,
         if scorer.identity.scorer_id != scorer_id:  # the service or model changed under a running job
             raise UserError(f"scorer identity changed: expected {scorer_id}, got {scorer.identity.scorer_id}")
         partition = TaskContext.get().partitionId()
-        frames = list(frames)
-        if not frames:  # an empty partition (hash partitioning of a few documents)
-            return
-        docs = pd.concat(frames, ignore_index=True)
-        for chunk_no, start in enumerate(range(0, len(docs), cfg.docs_per_part)):
-            chunk = docs.iloc[start:start + cfg.docs_per_part]
+
+        def score_part(docs: list[tuple[str, str]], part_no: int) -> pd.DataFrame:
             t0 = time.perf_counter()
-            rows = scorer.score(list(zip(chunk["doc_id"], chunk["text"])))
-            table = pa.Table.from_pylist(rows, schema=schemas.SCORES)
-            store.write_table(table, schemas.SCORES, "scores", f"scorer={scorer_id}",
-                              f"part-{run_id}-{partition:05d}-{chunk_no:04d}.parquet")
-            yield pd.DataFrame({"n_docs": [len(rows)],
-                                "n_errors": [sum(r["error"] is not None for r in rows)],
-                                "n_tokens": [sum(r["n_predicted"] for r in rows)],
-                                "seconds": [time.perf_counter() - t0]})
+            rows = scorer.score(docs)
+            store.write_table(pa.Table.from_pylist(rows, schema=schemas.SCORES), schemas.SCORES,
+                              "scores", f"scorer={scorer_id}", f"part-{run_id}-{partition:05d}-{part_no:05d}.parquet")
+            return pd.DataFrame({"n_docs": [len(rows)], "n_errors": [sum(r["error"] is not None for r in rows)],
+                                 "n_tokens": [sum(r["n_predicted"] for r in rows)],
+                                 "seconds": [time.perf_counter() - t0]})
+
+        # Stream the (doc_id-sorted) partition in parts: memory stays bounded by docs_per_part, and a
+        # retried task cuts the same parts, overwriting its earlier files instead of duplicating them.
+        part: list[tuple[str, str]] = []
+        part_no = 0
+        for frame in frames:
+            for doc in zip(frame["doc_id"], frame["text"]):
+                part.append(doc)
+                if len(part) == cfg.docs_per_part:
+                    yield score_part(part, part_no)
+                    part, part_no = [], part_no + 1
+        if part:
+            yield score_part(part, part_no)
     return run
 
 
@@ -156,8 +163,10 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
             progress("score", 0, n_todo)
         parallelism = spark.sparkContext.defaultParallelism
         num_threads = max(1, (os.cpu_count() or 1) // parallelism) if config.spark.master.startswith("local") else 0
-        # At least one partition per task slot (no idle cores), more when there are many parts.
-        n_partitions = max(1, min(n_todo, max(parallelism, math.ceil(n_todo / cfg.docs_per_part))))
+        # At least one partition per task slot (no idle cores); more for finer progress, up to a bound
+        # (a partition streams its documents, so its size does not matter for memory).
+        n_partitions = max(1, min(n_todo, max(parallelism, min(math.ceil(n_todo / cfg.docs_per_part),
+                                                                 64 * parallelism))))
         fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run_id, num_threads or 1)
         scored = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
         if n_todo:
