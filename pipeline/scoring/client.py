@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from pipeline.errors import UserError
+from pipeline.scoring import core
 from pipeline.scoring.core import ScorerIdentity
 
 MAX_BACKOFF_S = 30.0
@@ -45,6 +46,7 @@ class ScoringClient:
         self.batch_size, self.max_concurrency = batch_size, max_concurrency
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._identity: ScorerIdentity | None = None
+        self._max_doc_bytes: int | None = None   # the service's per-document limit, from /v1/models
         self._http: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -65,12 +67,25 @@ class ScoringClient:
                 raise UserError(f"scoring service at {self.base_url} names its scorer {info['scorer_id']} "
                                 f"but this client computes {identity.scorer_id} from the same identity: "
                                 "run the same pipeline version on both sides")
+            self._max_doc_bytes = (info.get("limits") or {}).get("max_bytes_per_document")
             self._identity = identity
         return self._identity
 
     def score(self, docs: list[tuple[str, str]]) -> list[dict]:
-        """(doc_id, text) pairs in, one `schemas.SCORES` row per document out, in input order."""
+        """(doc_id, text) pairs in, one `schemas.SCORES` row per document out, in input order.
+
+        Once `identity` has been read (the score job always reads it first), a document over the
+        service's byte limit is not sent: it gets an error row here, so one oversized page cannot
+        fail a whole scoring job."""
         docs = list(docs)
+        limit = self._max_doc_bytes
+        sizes = [len(text.encode("utf-8", "surrogatepass")) for _, text in docs]
+        if limit and any(n > limit for n in sizes):
+            sendable = [d for d, n in zip(docs, sizes) if n <= limit]
+            scored = iter(self.score(sendable)) if sendable else iter(())
+            return [next(scored) if n <= limit else
+                    core.error_row(doc_id, self.identity, 0, n, f"too_large: {n} bytes > the service's limit of {limit}")
+                    for (doc_id, _), n in zip(docs, sizes)]
         batches = [docs[i:i + self.batch_size] for i in range(0, len(docs), self.batch_size)]
         if len(batches) <= 1 or self.max_concurrency == 1:
             return [row for batch in batches for row in self._score_batch(batch)]
