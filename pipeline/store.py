@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 import schemas
 from pipeline import __version__
-from pipeline.errors import UserError
 
 
 def code_version() -> str:
@@ -70,10 +69,6 @@ class Store:
         return sorted(i.base_name for i in info
                       if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
                       and not i.base_name.startswith((".", "_")))
-
-    def list_dirs(self, *parts: str) -> list[str]:
-        info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
-        return sorted(i.base_name for i in info if i.type == pafs.FileType.Directory)
 
     def delete(self, *parts: str) -> None:
         p = self.path(*parts)
@@ -131,14 +126,3 @@ class Store:
             row[key] = list((row.get(key) or {}).items())
         schemas.validate(pa.Table.from_pylist([row], schema=schemas.RUN_RECORD), schemas.RUN_RECORD)
         self.write_json(record, "_runs", record["stage"], f"{record['run_id']}.json")
-
-    def run_records(self, stage: str | None = None) -> list[dict]:
-        stages = [stage] if stage else self.list_dirs("_runs")
-        return [self.read_json("_runs", s, f) for s in stages for f in self.list_files("_runs", s, suffix=".json")]
-
-
-def open_store(root: str | Path, must_exist: bool = False) -> Store:
-    store = Store(root)
-    if must_exist and not store.exists():
-        raise UserError(f"store not found: {root}")
-    return store

@@ -126,7 +126,3 @@ def validate(table: pa.Table, schema: pa.Schema) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
         raise SchemaError(f"{name}: cannot cast to schema version "
                           f"{schema.metadata[b'schema_version'].decode()}: {e}") from e
-
-
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
