@@ -35,6 +35,8 @@ import json
 import random
 import re
 import shutil
+import subprocess
+import sys
 import uuid
 import zlib
 from functools import lru_cache, wraps
@@ -430,7 +432,20 @@ def _public_members(module) -> list[tuple[str, object]]:
 
 @_cached
 def stdlib_docstrings() -> list[dict]:
-    """Docstrings of standard-library modules and their public functions, classes and methods."""
+    """Docstrings of standard-library modules and their public functions, classes and methods,
+    collected in a fresh interpreter: what those modules hold depends on what else a process has
+    imported (libraries patch and extend them), and the corpus must not."""
+    script = ("import json, sys\n"
+              "from pipeline.demo import stdlib_docstrings_in_this_process as collect\n"
+              "json.dump(collect(), sys.stdout)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise UserError(f"could not collect standard-library docstrings: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout)
+
+
+def stdlib_docstrings_in_this_process() -> list[dict]:
+    """The docstrings as this process sees them (see `stdlib_docstrings`)."""
     docs = []
     for module_name in STDLIB_MODULES:
         try:
