@@ -172,6 +172,8 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         if n_todo:
             parts = (docs.repartition(n_partitions, "doc_id").sortWithinPartitions("doc_id")
                      .mapInPandas(fn, _COUNTS_SCHEMA))
+            sc = spark.sparkContext
+            sc.setJobGroup(f"curate-score-{run_id}", f"score {scorer_id}", interruptOnCancel=True)
             try:
                 for row in parts.toLocalIterator(prefetchPartitions=True):
                     for key in scored:
@@ -179,6 +181,10 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
                     if progress:
                         progress("score", scored["n_docs"], n_todo)
             except Exception as e:
+                # The failed task's siblings may still be scoring: stop them and wait, so that the
+                # parts on disk are final when we report them (and a re-run cannot race them).
+                sc.cancelJobGroup(f"curate-score-{run_id}")
+                _wait_for_idle(sc)
                 raise UserError(_task_failure_message(e, store, scorer_rel)) from None
         elapsed = time.time() - t0
         counts = {"selected_docs": n_selected, "already_scored": n_selected - n_todo,
@@ -193,6 +199,14 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
         store.write_run_record(record)
         raise
+
+
+def _wait_for_idle(sc, timeout_s: float = 120.0) -> None:
+    """Wait until no Spark stage is running (cancelled tasks have been killed), within a bound."""
+    deadline = time.time() + timeout_s
+    while sc.statusTracker().getActiveStageIds() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2.5)  # spark.python.task.killTimeout: a killed task's Python worker is stopped after 2 s
 
 
 def _task_failure_message(error: Exception, store: Store, scorer_rel: tuple[str, ...]) -> str:
