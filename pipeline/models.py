@@ -294,6 +294,17 @@ def describe_model(model_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def scorer_identity(model_dir: str | Path, backend: str, dtype: str, max_tokens: int, truncation: str,
+                    stride: int | None):
+    """The ScorerIdentity of scoring `model_dir` this way (read from the files; no weights loaded)."""
+    from pipeline.scoring.core import ScorerIdentity
+    from pipeline.store import code_version
+    name = model_name(model_dir)
+    return ScorerIdentity(model_name=name, weights_sha256=weights_sha256(model_dir),
+                          tokenizer=f"{name}@{tokenizer_hash(model_dir)}", dtype=dtype, backend=backend,
+                          max_tokens=max_tokens, truncation=truncation, stride=stride, code_version=code_version())
+
+
 def default_max_tokens(model_dir: str | Path, cap: int = 1024) -> int:
     """The scoring window when none is given: the model's context length, at most `cap`."""
     context = describe_model(model_dir).get("max_position_embeddings") or cap

@@ -48,11 +48,7 @@ def local_identity(cfg: ScoreConfig) -> ScorerIdentity:
                         "`curate models fetch smollm2-135m` or `curate models train-reference` write one")
     cfg = resolve_max_tokens(cfg)
     dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
-    name = models.model_name(cfg.model)
-    return ScorerIdentity(model_name=name, weights_sha256=models.weights_sha256(cfg.model),
-                          tokenizer=f"{name}@{models.tokenizer_hash(cfg.model)}", dtype=dtype,
-                          backend=cfg.engine, max_tokens=cfg.max_tokens, truncation=cfg.truncation,
-                          stride=cfg.stride, code_version=code_version())
+    return models.scorer_identity(cfg.model, cfg.engine, dtype, cfg.max_tokens, cfg.truncation, cfg.stride)
 
 
 _SCORERS: dict[str, object] = {}  # one engine or client per Python worker process

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from pipeline import models
 from pipeline.errors import UserError
 from pipeline.scoring import core
-from pipeline.store import code_version
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -73,13 +72,7 @@ class TorchEngine:
         self.body = model.base_model
         self.lm_head = model.get_output_embeddings()
 
-        name = models.model_name(self.model_dir)
-        self.identity = core.ScorerIdentity(
-            model_name=name,
-            weights_sha256=models.weights_sha256(self.model_dir),
-            tokenizer=f"{name}@{models.tokenizer_hash(self.model_dir)}",
-            dtype=dtype, backend="torch", max_tokens=max_tokens, truncation=truncation,
-            stride=stride, code_version=code_version())
+        self.identity = models.scorer_identity(self.model_dir, "torch", dtype, max_tokens, truncation, stride)
 
     # ------------------------------------------------------------------ public
 

