@@ -19,7 +19,8 @@ app = typer.Typer(
          "Stages read and write one corpus store (Parquet tables that DuckDB queries): "
          "ingest raw corpora with Spark, then explore them with SQL.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
+# Outside a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -240,6 +241,92 @@ def score(
                          "score.max_tokens": max_tokens, "score.truncation": truncation, "score.stride": stride,
                          "score.where": where, "spark.master": master})
     score_summary(run_score_with_progress(cfg))
+
+
+def thresholds_table(thresholds: list) -> "pa.Table":
+    """One row per (rule, group) with the thresholds it used, for printing."""
+    import pyarrow as pa
+    rows = []
+    for t in thresholds:
+        if t["type"] == "where":
+            rows.append({"rule": f"{t['rule']}: where {t['sql']}", "group": "", "docs": t["candidates"],
+                         "kept": t["kept"], "thresholds": ""})
+            continue
+        for group, g in t["groups"].items():
+            values = {k: v for k, v in g.items() if k not in ("n", "kept")}
+            shown = ", ".join(f"{k} {'-' if v is None else f'{v:.4g}'}" for k, v in values.items())
+            rows.append({"rule": f"{t['rule']}: {t['label']} on {t['score']}", "group": group, "docs": g["n"],
+                         "kept": g["kept"], "thresholds": shown})
+    return pa.Table.from_pylist(rows)
+
+
+def select_summary(result, dry_run: bool = False) -> None:
+    c = result.counts
+    print_arrow(result.report, title=f"selection {result.name!r}" + (" (dry run: nothing written)" if dry_run else "")
+                + (" (unchanged: already in the store)" if result.skipped else ""))
+    print_arrow(thresholds_table(result.thresholds), title="rules and thresholds")
+    console.print(f"kept {c['kept']:,} of {c['docs']:,} documents ({c['tokens_kept']:,} of {c['tokens']:,} tokens); "
+                  f"reference split excluded {c['reference_split']:,}, without a score {c['no_score']:,}; "
+                  f"scorer {result.scorer_id or '-'}")
+    if result.written:
+        console.print(f"selection: selections/{result.name}/  (SQL: SELECT reason, count(*) FROM selections "
+                      f"WHERE selection = '{result.name}' GROUP BY reason)")
+
+
+def run_select_with_progress(cfg: Config, overwrite: bool = False, dry_run: bool = False,
+                             report_by: str = "domain", sweep=None):
+    from pipeline.select import run_select
+    with err_console.status("selecting documents"):
+        return run_select(cfg, overwrite=overwrite, dry_run=dry_run, report_by=report_by, sweep=sweep)
+
+
+@app.command()
+def select(
+    store: Optional[str] = typer.Argument(None, help="the corpus store (overrides `store`)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="selections/<name>/ (select.name)"),
+    scorer: Optional[str] = typer.Option(None, "--scorer", help="scorer id or model name (select.scorer)"),
+    rule: Optional[list[str]] = typer.Option(None, "--rule", "-r", help="replaces select.rules: band:medium:0.5, "
+                                             "percentile:10:60, ccnet:head+middle, bertin:gaussian:0.5; "
+                                             "options :by=domain :score=bits_per_byte"),
+    where: Optional[list[str]] = typer.Option(None, "--where", "-w", help="a DuckDB predicate over candidates "
+                                              "(docs + score columns), applied before --rule"),
+    keep_reference_split: bool = typer.Option(False, "--keep-reference-split",
+                                              help="do not exclude the reference models' training documents"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be kept per group; write nothing"),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="criteria to compare, e.g. low,medium,high "
+                                        "(replaces the last band rule; writes nothing)"),
+    rates: str = typer.Option("0.1,0.3,0.5,0.7", "--rates", help="selection rates for --sweep"),
+    report_by: str = typer.Option("domain", "--report-by", help="docs column the report groups by"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a selection of this name"),
+):
+    """Select documents by their scores: perplexity bands, percentiles, CCNet buckets, BERTIN sampling and
+    SQL predicates, with thresholds global or per group. Writes store/selections/<name>/ (doc_id, kept,
+    reason, score) and _selection.json with the thresholds."""
+    from pipeline.select import parse_rule
+    cfg = _load(config, {"store": store, "select.name": name, "select.scorer": scorer, "select.seed": seed,
+                         "select.exclude_reference_split": False if keep_reference_split else None})
+    if rule or where:
+        rules = [{"type": "where", "sql": w} for w in where or []]
+        rules += [parse_rule(r) for r in rule or []] if rule else \
+            [r.model_dump() for r in cfg.select.rules if r.type != "where"]
+        cfg = apply_overrides(cfg, {"select.rules": rules}, source="--rule/--where")
+    if sweep:
+        try:
+            rate_list = [float(r) for r in rates.split(",")]
+        except ValueError:
+            raise UserError(f"--rates {rates!r}: expected numbers separated by commas") from None
+        criteria = [c.strip() for c in sweep.split(",")]
+        bad = [c for c in criteria if c not in ("low", "medium", "high")]
+        if bad:
+            raise UserError(f"--sweep: unknown criteria {bad}; use low, medium, high")
+        result = run_select_with_progress(cfg, report_by=report_by, sweep=(criteria, rate_list))
+        print_arrow(result.report, title=f"sweep: kept share per criterion and rate (scorer {result.scorer_id})",
+                    max_rows=1000)
+        return
+    select_summary(run_select_with_progress(cfg, overwrite=overwrite, dry_run=dry_run, report_by=report_by),
+                   dry_run=dry_run)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -93,6 +93,98 @@ class ReferenceModelConfig(Strict):
     device: str = "cpu"
 
 
+SCORE_COLUMNS = ("perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity")
+ScoreColumn = Literal["perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # selection/export names are folder names
+
+
+class WhereRule(Strict):
+    """Keep documents matching a DuckDB predicate over `candidates` (docs columns + the scorer's)."""
+    type: Literal["where"]
+    sql: str = Field(min_length=1, description="e.g. \"language = 'en' AND n_chars > 200\"")
+
+
+class ScoreRule(Strict):
+    score: ScoreColumn = Field("perplexity", description="the score column the thresholds are computed on")
+    by: str | None = Field(None, description="compute thresholds per value of this docs column "
+                                             "(domain, language, host, ...); default: one global distribution")
+    min_group_docs: int = Field(20, ge=1, description="with `by`: smaller groups use the thresholds of "
+                                                      "all documents together")
+
+
+class BandRule(ScoreRule):
+    """Ankner et al.: keep the `rate` lowest (low), middle (medium) or highest (high) scores."""
+    type: Literal["band"]
+    criterion: Literal["low", "medium", "high"]
+    rate: float = Field(gt=0, le=1, description="selection rate: the fraction kept")
+
+
+class PercentileRule(ScoreRule):
+    """Marion et al.: keep scores between two percentiles of the distribution (in percent)."""
+    type: Literal["percentile"]
+    lower: float = Field(0.0, ge=0, le=100)
+    upper: float = Field(100.0, ge=0, le=100)
+
+
+class CCNetRule(ScoreRule):
+    """CCNet: head below the cuts[0] percentile, middle below cuts[1], tail above; keep some buckets."""
+    type: Literal["ccnet"]
+    keep: list[Literal["head", "middle", "tail"]] = Field(default_factory=lambda: ["head", "middle"])
+    cuts: tuple[float, float] = (30.0, 60.0)
+    score: ScoreColumn = "ccnet_perplexity"
+    by: str | None = "language"
+
+
+class BertinRule(ScoreRule):
+    """BERTIN: keep each document with a probability shaped by its perplexity's quartile (stepwise)
+    or distance from the median (gaussian), scaled so the expected kept fraction is `rate`."""
+    type: Literal["bertin"]
+    method: Literal["stepwise", "gaussian"] = "gaussian"
+    rate: float = Field(gt=0, le=1)
+    width: float = Field(4.5, gt=0, description="gaussian width (BERTIN: 9/2)")
+
+
+SelectionRule = Annotated[Union[WhereRule, BandRule, PercentileRule, CCNetRule, BertinRule],
+                          Field(discriminator="type")]
+
+
+class SelectConfig(Strict):
+    """`curate select`: rules applied in order; each one's thresholds come from the documents the
+    rules before it kept. Documents of a reference model's training split are excluded first."""
+    name: str = Field("default", pattern=NAME_PATTERN, description="store/selections/<name>/")
+    scorer: str | None = Field(None, description="a scorer id or model name in store/scores; default: "
+                                                 "the score stage's scorer, or the store's only one")
+    rules: list[SelectionRule] = Field(default_factory=list)
+    exclude_reference_split: bool = True
+    seed: int = Field(0, description="seeds the random draws of BERTIN sampling")
+
+
+class ExportConfig(Strict):
+    """`curate export`: the kept documents of a selection as training shards plus manifest.json."""
+    name: str = Field("default", pattern=NAME_PATTERN, description="store/exports/<name>/")
+    selection: str | None = Field(None, description="the selection to export; default: select.name")
+    format: Literal["parquet", "jsonl.zst", "tokens"] = "parquet"
+    tokenizer: str | None = Field(None, description="a model or tokenizer directory that counts tokens (and "
+                                                    "writes them, for format tokens); default: score.model")
+    token_dtype: Literal["auto", "uint16", "uint32"] = Field("auto", description="auto: uint16 when the "
+                                                                                 "vocabulary fits")
+    append_eos: bool = Field(True, description="tokens: end every document with the tokenizer's EOS")
+    columns: list[str] = Field(default_factory=lambda: ["doc_id", "text", "url", "domain", "language"],
+                               description="docs columns written (parquet, jsonl.zst)")
+    shard_bytes: int = Field(64 * 2**20, ge=1, description="target shard size: text bytes (parquet, "
+                                                          "jsonl.zst) or token bytes (tokens)")
+    shuffle: bool = True
+    seed: int = 0
+    token_budget: int | None = Field(None, ge=1, description="sample documents (in shuffled order) up to "
+                                                             "this many tokens")
+    mixture: str | None = Field(None, description="a mixture JSON file or the name of one in store/mixtures: "
+                                                  "{\"group_by\": \"domain\", \"weights\": {\"a.org\": 0.7, ...}}")
+    group_by: str = Field("domain", description="docs column whose groups the manifest counts")
+
+
+STAGES = ("ingest", "train_reference", "score", "select", "export")
+
+
 class SparkConfig(Strict):
     master: str = Field("local[*]", description="local[*] (embedded) or spark://host:7077")
     app_name: str = "curate"
@@ -107,6 +199,11 @@ class Config(Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     reference: ReferenceModelConfig = Field(default_factory=ReferenceModelConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    stages: list[Literal["ingest", "train_reference", "score", "select", "export"]] = Field(
+        default_factory=lambda: ["ingest", "score", "select", "export"],
+        description="what `curate run` runs, always in pipeline order")
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -17,7 +17,7 @@ PARQUET_VIEWS = {
     "quarantine": ("quarantine/part-*.parquet", ""),
     "scores": ("scores/*/part-*.parquet", ", hive_partitioning = true"),
     "ratings": ("ratings/*/part-*.parquet", ", hive_partitioning = true"),
-    "selections": ("selections/*/part-*.parquet", ", filename = true"),
+    "selections": ("selections/*/part-*.parquet", ", filename = true"),  # + selection, from the folder
     "reference_splits": ("reference_splits/*/part-*.parquet", ", hive_partitioning = true"),
 }
 
@@ -34,7 +34,10 @@ def connect(store: Store) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     for name, (pattern, options) in PARQUET_VIEWS.items():
         if any(root.glob(pattern)):
             glob = str(root / pattern).replace("'", "''")
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{glob}'{options})")
+            columns = "*"
+            if name == "selections":
+                columns = r"* EXCLUDE (filename), regexp_extract(filename, '([^/\\]+)[/\\]part-[^/\\]*$', 1) AS selection"
+            con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet('{glob}'{options})")
             views.append(name)
     if any(root.glob("_runs/*/*.json")):
         glob = str(root / "_runs/*/*.json").replace("'", "''")

@@ -99,7 +99,28 @@ REFERENCE_SPLIT = _versioned("reference_split", 1, [
     pa.field("heldout", pa.bool_(), nullable=False),        # kept out of training for the held-out loss
 ])
 
-TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD, "scores": SCORES}
+# One row per document of `docs` per selection (selections/<name>/): kept or why not.
+# The thresholds and rules are in _selection.json beside the parts.
+SELECTION = _versioned("selection", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("kept", pa.bool_(), nullable=False),
+    pa.field("reason", pa.string()),                        # the rule that dropped it, e.g. "band:medium:above"; null if kept
+    pa.field("score", pa.float64()),                        # the score the last score rule used; null if none
+    pa.field("group", pa.string()),                         # the threshold group (e.g. the domain) of that rule
+])
+
+# The documents of one export, in shard order (exports/<name>/documents.parquet).
+EXPORT_DOCUMENTS = _versioned("export_documents", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("shard", pa.int32(), nullable=False),          # shard index
+    pa.field("position", pa.int64(), nullable=False),       # order within the shard
+    pa.field("group", pa.string()),                         # value of export.group_by
+    pa.field("n_tokens", pa.int64(), nullable=False),       # under the export tokenizer (EOS included for tokens)
+    pa.field("n_bytes", pa.int64(), nullable=False),        # UTF-8 bytes of text
+])
+
+TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD,
+          "scores": SCORES, "selection": SELECTION, "export_documents": EXPORT_DOCUMENTS}
 
 
 class SchemaError(ValueError):

@@ -1,0 +1,248 @@
+"""Selection rules: pure functions of score arrays that say which documents to keep.
+
+Everything here takes numpy arrays and returns masks, probabilities or thresholds; the select stage
+(`pipeline.select`) loads the scores and applies these per threshold group.
+
+Percentiles are exact, with linear interpolation between order statistics (numpy's default and
+DuckDB's `quantile_cont`), so a threshold recorded with a selection can be reproduced in SQL.
+A percentile range keeps the half-open interval (q(lower), q(upper)]; a lower bound of 0 or an
+upper bound of 100 is open-ended. Adjacent ranges therefore partition the documents: `low` at rate r
+and `high` at rate 1 - r never both keep a document and together keep all of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+
+CCNET_BUCKETS = ("head", "middle", "tail")
+
+
+def percentile_bounds(values: np.ndarray, lower: float, upper: float) -> tuple[float, float]:
+    """(q(lower), q(upper)) for percentiles in [0, 100]: -inf for lower = 0, +inf for upper = 100."""
+    if not 0 <= lower <= upper <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= lower <= upper <= 100, got {lower}, {upper}")
+    lo = -math.inf if lower <= 0 else float(np.quantile(values, lower / 100))
+    hi = math.inf if upper >= 100 else float(np.quantile(values, upper / 100))
+    return lo, hi
+
+
+def band_percentiles(criterion: str, rate: float) -> tuple[float, float]:
+    """Ankner et al.'s selection criteria at selection rate r, as a percentile range:
+    low = [0, 100r], medium = [50 - 100r/2, 50 + 100r/2], high = [100 - 100r, 100]."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"selection rate must be in (0, 1], got {rate}")
+    pct = 100 * rate
+    if criterion == "low":
+        return 0.0, pct
+    if criterion == "medium":
+        return 50 - pct / 2, 50 + pct / 2
+    if criterion == "high":
+        return 100 - pct, 100.0
+    raise ValueError(f"criterion must be low, medium or high, got {criterion!r}")
+
+
+def in_range(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """keep = lo < value <= hi (an open lower end, -inf, keeps the minimum)."""
+    return (values > lo) & (values <= hi)
+
+
+def ccnet_buckets(values: np.ndarray, cuts: tuple[float, float] = (30, 60)) -> tuple[np.ndarray, float, float]:
+    """CCNet buckets: 0 = head (<= the cuts[0] percentile), 1 = middle (<= cuts[1]), 2 = tail (above).
+    Returns (bucket per value, first cut, second cut)."""
+    lo, hi = float(np.quantile(values, cuts[0] / 100)), float(np.quantile(values, cuts[1] / 100))
+    return np.where(values <= lo, 0, np.where(values <= hi, 1, 2)), lo, hi
+
+
+def ccnet_perplexity(nll_sum: np.ndarray, n_words: np.ndarray, n_lines: np.ndarray) -> np.ndarray:
+    """CCNet's document perplexity 10 ** (-sum log10 p / sum (words + 1)), the sums over lines.
+
+    -sum log10 p = nll_sum / ln 10 for an NLL in nats, and sum over lines of (words + 1) is
+    words + lines, so this is exp(nll_sum / (n_words + n_lines))."""
+    return np.exp(np.asarray(nll_sum, dtype=float) / (np.asarray(n_words) + np.asarray(n_lines)))
+
+
+# -- BERTIN perplexity sampling ---------------------------------------------------------------------
+def bertin_stepwise_weights(ppl: np.ndarray, q1: float, q2: float, q3: float) -> np.ndarray:
+    """1 / (width of the quartile range holding ppl): Q1 for the 1st quartile, Q2 - Q1, Q3 - Q2, and
+    10 * Q3 for the 4th. BERTIN keeps with p = factor * this (clipped to 1), so every quartile
+    contributes about `factor` expected documents per unit of perplexity."""
+    widths = np.where(ppl < q1, q1, np.where(ppl < q2, q2 - q1, np.where(ppl < q3, q3 - q2, 10 * q3)))
+    with np.errstate(divide="ignore"):
+        return np.where(widths > 0, 1.0 / np.maximum(widths, 1e-300), np.inf)
+
+
+def bertin_gaussian_weights(ppl: np.ndarray, q2: float, width: float = 4.5) -> np.ndarray:
+    """exp(-(1/width) * ((ppl - Q2) / Q2) ** 2): 1 at the median, falling off on both sides."""
+    return np.exp(-(1.0 / width) * ((ppl - q2) / q2) ** 2)
+
+
+def solve_keep_factor(weights: np.ndarray, rate: float) -> float:
+    """The factor c with mean(min(1, c * w)) = rate: BERTIN's factor (stepwise) or weight (gaussian)
+    recomputed so the expected kept fraction is the requested selection rate.
+
+    The mean is piecewise linear and non-decreasing in c. With the weights sorted in decreasing
+    order and the first k saturated (c * w_i >= 1), it equals (k + c * sum_{i > k} w_i) / n, so
+    the solution is the c = (n * rate - k) / sum_{i > k} w_i that is consistent with its k.
+    Infinite weights are always kept; zero weights never are.
+    """
+    w = np.sort(np.asarray(weights, dtype=float))[::-1]
+    n = len(w)
+    if n == 0 or not 0 < rate <= 1:
+        raise ValueError(f"need documents and a rate in (0, 1], got n={n}, rate={rate}")
+    reachable = np.count_nonzero(w > 0) / n
+    if rate > reachable + 1e-12:
+        raise ValueError(f"rate {rate} is out of reach: only {reachable:.4f} of the documents have a "
+                         f"non-zero keep weight")
+    n_inf = int(np.count_nonzero(np.isinf(w)))
+    if n_inf >= n * rate:
+        return math.inf if n_inf == n else 0.0  # infinite weights alone fill the rate
+    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])  # tail[k] = sum_{i >= k} w_i
+    for k in range(n_inf, n):
+        if tail[k] <= 0:
+            break
+        c = (n * rate - k) / tail[k]
+        if (k == n_inf or c * w[k - 1] >= 1) and c * w[k] <= 1:
+            return float(c)
+    return math.inf  # every non-zero weight saturated
+
+
+def uniform_draws(doc_ids, seed: int | str) -> np.ndarray:
+    """One uniform number in [0, 1) per document from a hash of (seed, doc_id): the same document
+    gets the same draw in every run and in any order or partitioning."""
+    out = np.empty(len(doc_ids), dtype=float)
+    prefix = f"{seed}:".encode()
+    for i, doc_id in enumerate(doc_ids):
+        digest = hashlib.blake2b(prefix + doc_id.encode(), digest_size=8).digest()
+        out[i] = (int.from_bytes(digest, "little") >> 11) / 2.0 ** 53
+    return out
+
+
+def bertin_keep_probability(ppl: np.ndarray, method: str, rate: float, width: float = 4.5) -> tuple[np.ndarray, dict]:
+    """Per-document keep probability of BERTIN sampling at expected rate `rate`, plus the
+    quartiles and the solved factor (recorded with the selection)."""
+    q1, q2, q3 = (float(x) for x in np.quantile(ppl, [0.25, 0.5, 0.75]))
+    if method == "stepwise":
+        weights = bertin_stepwise_weights(ppl, q1, q2, q3)
+    elif method == "gaussian":
+        weights = bertin_gaussian_weights(ppl, q2, width)
+    else:
+        raise ValueError(f"BERTIN method must be stepwise or gaussian, got {method!r}")
+    factor = solve_keep_factor(weights, rate)
+    with np.errstate(invalid="ignore"):  # inf * 0 is masked out below
+        scaled = np.minimum(1.0, factor * weights)
+    prob = np.where(np.isinf(weights), 1.0, np.where(weights > 0, scaled, 0.0))
+    return prob, {"q1": q1, "q2": q2, "q3": q3, "factor": factor}
+
+
+# -- rules applied in order -------------------------------------------------------------------------
+GLOBAL = "(all)"            # the threshold group of a rule without `by`
+SMALL_GROUPS = "(global)"   # groups under min_group_docs use thresholds of all documents together
+
+
+def rule_label(rule) -> str:
+    """A short name for a rule, used in reasons and reports: band:medium@0.5, percentile:10-60, ..."""
+    if rule.type == "where":
+        return "where"
+    if rule.type == "band":
+        return f"band:{rule.criterion}@{rule.rate:g}"
+    if rule.type == "percentile":
+        return f"percentile:{rule.lower:g}-{rule.upper:g}"
+    if rule.type == "ccnet":
+        return "ccnet:" + "+".join(rule.keep)
+    return f"bertin:{rule.method}@{rule.rate:g}"
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None  # JSON has no infinity: an open end is null
+
+
+def score_rule_on_group(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Apply one score rule to one threshold group: (keep mask, reason per dropped doc, thresholds)."""
+    label = rule_label(rule)
+    if rule.type in ("band", "percentile"):
+        lower, upper = band_percentiles(rule.criterion, rule.rate) if rule.type == "band" else (rule.lower, rule.upper)
+        lo, hi = percentile_bounds(values, lower, upper)
+        keep = in_range(values, lo, hi)
+        reasons = np.where(values <= lo, f"{label}:below", f"{label}:above")
+        return keep, reasons, {"lower": _finite(lo), "upper": _finite(hi)}
+    if rule.type == "ccnet":
+        buckets, head_max, middle_max = ccnet_buckets(values, rule.cuts)
+        keep = np.isin(buckets, [CCNET_BUCKETS.index(b) for b in rule.keep])
+        reasons = np.array([f"ccnet:{b}" for b in CCNET_BUCKETS], dtype=object)[buckets]
+        return keep, reasons, {"head_max": head_max, "middle_max": middle_max}
+    if rule.type == "bertin":
+        prob, info = bertin_keep_probability(values, rule.method, rule.rate, rule.width)
+        keep = uniform_draws(doc_ids, draw_seed) < prob
+        return keep, np.full(len(values), f"{label}:not_drawn", dtype=object), \
+            {k: _finite(v) for k, v in info.items()} | {"expected_kept": float(prob.sum())}
+    raise ValueError(f"not a score rule: {rule.type}")
+
+
+def group_indexes(groups: np.ndarray | None, n: int, min_group_docs: int) -> list[tuple[str, np.ndarray]]:
+    """[(group name, positions)]: one global group without `by`; else one per value, except that
+    groups under `min_group_docs` are pooled and use thresholds of all n documents."""
+    if groups is None:
+        return [(GLOBAL, np.arange(n))]
+    names = np.array(["(none)" if g is None else str(g) for g in groups], dtype=object)
+    uniq, inverse, sizes = np.unique(names, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    out = [(str(uniq[g]), order[bounds[g]:bounds[g + 1]]) for g in range(len(uniq)) if sizes[g] >= min_group_docs]
+    if len(out) < len(uniq):
+        out.append((SMALL_GROUPS, np.arange(n)))
+    return out
+
+
+def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list, seed: int = 0,
+                where_matches: dict[int, np.ndarray] | None = None,
+                excluded: np.ndarray | None = None) -> dict:
+    """Apply `rules` in order to the documents `doc_ids`; each rule sees only what the rules before
+    it kept, so its thresholds come from that distribution (e.g. medium 50% of the English documents).
+
+    `columns` holds the score columns (NaN where a document has no score) and the `by` columns;
+    `where_matches[i]` is the boolean match of rule i (a `where` rule, evaluated by the caller in
+    SQL); `excluded` marks documents dropped up front as `reference_split`.
+    Returns kept, reason (None when kept), score and group (of the last score rule that saw the
+    document), and the thresholds of every rule.
+    """
+    n = len(doc_ids)
+    kept = np.ones(n, dtype=bool)
+    reason = np.full(n, None, dtype=object)
+    score = np.full(n, np.nan)
+    group = np.full(n, None, dtype=object)
+    if excluded is not None:
+        kept &= ~excluded
+        reason[excluded] = "reference_split"
+    thresholds = []
+    for i, rule in enumerate(rules):
+        active = np.flatnonzero(kept)
+        record = {"rule": i, "label": rule_label(rule), "type": rule.type, "candidates": int(len(active))}
+        if rule.type == "where":
+            drop = active[~where_matches[i][active]]
+            kept[drop], reason[drop] = False, f"where:{i}"
+            record.update(sql=rule.sql, kept=int(len(active) - len(drop)))
+            thresholds.append(record)
+            continue
+        values = columns[rule.score][active]
+        unscored = active[~np.isfinite(values)]
+        kept[unscored], reason[unscored] = False, "no_score"
+        active = active[np.isfinite(values)]
+        values = columns[rule.score][active]
+        groups = columns[rule.by][active] if rule.by else None
+        record.update(score=rule.score, by=rule.by, no_score=int(len(unscored)), groups={})
+        covered = np.zeros(len(active), dtype=bool)
+        for name, positions in group_indexes(groups, len(active), rule.min_group_docs):
+            keep, reasons, info = score_rule_on_group(rule, values[positions], doc_ids[active[positions]],
+                                                      f"{seed}:{i}:{name}")
+            if name == SMALL_GROUPS:  # thresholds of everything, applied to the small groups only
+                mine = ~covered[positions]
+                positions, keep, reasons = positions[mine], keep[mine], reasons[mine]
+            covered[positions] = True
+            rows = active[positions]
+            score[rows], group[rows] = values[positions], name
+            kept[rows[~keep]], reason[rows[~keep]] = False, reasons[~keep]
+            record["groups"][name] = {"n": int(len(rows)), "kept": int(keep.sum()), **info}
+        thresholds.append(record)
+    return {"kept": kept, "reason": reason, "score": score, "group": group, "thresholds": thresholds}

@@ -1,0 +1,165 @@
+"""The select stage on a real store: Parquet tables, DuckDB, selections/<name>/ and _selection.json."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import schemas
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.select import parse_rule, run_select
+from pipeline.sql import connect
+from pipeline.store import Store
+
+DOMAINS = ["news.org", "blog.net", "shop.com"]
+
+
+def write_store(root, n=300, seed=0, scorers=("aaaa000000000001",)):
+    """docs over three domains and two languages, scores per scorer (a few error rows), and a
+    reference split of 10% (a third of it held out)."""
+    rng = np.random.default_rng(seed)
+    store = Store(root)
+    ids = [f"{i:032x}" for i in range(n)]
+    docs = pa.Table.from_pylist([{
+        "doc_id": d, "text": f"document {i}\nline two of it", "url": f"https://{DOMAINS[i % 3]}/{i}",
+        "host": DOMAINS[i % 3], "domain": DOMAINS[i % 3], "source_id": None, "source_file": "in.jsonl",
+        "source_offset": i, "source_format": "jsonl", "n_bytes": 100 + i, "n_chars": 100 + i,
+        "language": "en" if i % 5 else "de", "language_score": 0.9, "metadata": None,
+        "duplicate_count": 1, "duplicate_sources": None} for i, d in enumerate(ids)], schema=schemas.DOCS)
+    store.write_table(docs, schemas.DOCS, "docs", "part-00000.parquet")
+    for k, sid in enumerate(scorers):
+        ppl = rng.lognormal(3 + k, 1, n)
+        rows = []
+        for i, d in enumerate(ids):
+            error = "too_short" if i % 50 == 7 else None
+            nll = float(np.log(ppl[i])) if error is None else None
+            rows.append({"doc_id": d, "scorer_id": sid, "model_name": f"model-{k}", "backend": "torch",
+                         "dtype": "float32", "truncation": "first_n:128", "n_tokens": 20 + i % 7,
+                         "n_predicted": 20, "n_bytes": 100 + i, "nll_sum": None if nll is None else 20 * nll,
+                         "nll_mean": nll, "perplexity": None if nll is None else float(ppl[i]),
+                         "bits_per_byte": None if nll is None else nll / 3, "nll_p50": None, "nll_p90": None,
+                         "surprise_fraction": None, "error": error})
+        store.write_table(pa.Table.from_pylist(rows, schema=schemas.SCORES), schemas.SCORES,
+                          "scores", f"scorer={sid}", "part-00000.parquet")
+        store.write_json({"model_name": f"model-{k}"}, "scores", f"scorer={sid}", "_scorer.json")
+    split = ids[::10]
+    store.write_table(pa.table({"doc_id": split, "model_name": ["ref"] * len(split),
+                                "heldout": [j % 3 == 0 for j in range(len(split))]}),
+                      schemas.REFERENCE_SPLIT, "reference_splits", "model=ref", "part-00000.parquet")
+    return store, ids, split
+
+
+def config(root, **select):
+    return Config.model_validate({"store": str(root), "select": select})
+
+
+def test_medium_band_writes_every_document_with_a_reason_and_duckdb_thresholds(tmp_path):
+    store, ids, split = write_store(tmp_path)
+    result = run_select(config(tmp_path, name="mid", rules=[{"type": "band", "criterion": "medium", "rate": 0.5}]))
+    table = store.read_table("selections", "mid", "part-00000.parquet")
+    assert sorted(table["doc_id"].to_pylist()) == sorted(ids)  # every document, once
+    rows = {r["doc_id"]: r for r in table.to_pylist()}
+    trained = [d for j, d in enumerate(split) if j % 3 != 0]
+    assert all(rows[d]["reason"] == "reference_split" for d in trained)
+    heldout = [d for j, d in enumerate(split) if j % 3 == 0]
+    assert not any(rows[d]["reason"] == "reference_split" for d in heldout)  # never trained on
+    assert {rows[d]["reason"] for i, d in enumerate(ids) if i % 50 == 7 and d not in trained} == {"no_score"}
+
+    manifest = store.read_json("selections", "mid", "_selection.json")
+    assert manifest["selection_id"] == result.selection_id and manifest["scorer_id"] == "aaaa000000000001"
+    con, _ = connect(store)
+    lo, hi, n = con.execute("""
+        SELECT quantile_cont(s.perplexity, 0.25), quantile_cont(s.perplexity, 0.75), count(*)
+        FROM scores s WHERE s.error IS NULL
+          AND s.doc_id NOT IN (SELECT doc_id FROM reference_splits WHERE NOT heldout)""").fetchone()
+    recorded = manifest["thresholds"][0]["groups"]["(all)"]
+    assert (recorded["lower"], recorded["upper"], recorded["n"]) == (pytest.approx(lo), pytest.approx(hi), n)
+    kept = [r for r in rows.values() if r["kept"]]
+    assert all(lo < r["score"] <= hi for r in kept)
+    assert len(kept) == result.counts["kept"] == pytest.approx(n / 2, abs=1)
+    by_reason = dict(con.execute("SELECT coalesce(reason, 'kept'), count(*) FROM selections "
+                                 "WHERE selection = 'mid' GROUP BY ALL").fetchall())
+    assert by_reason["kept"] == len(kept) and sum(by_reason.values()) == len(ids)
+    assert result.report.to_pylist()[-1]["docs"] == len(ids)
+
+
+def test_rules_combine_per_group_with_sql_over_the_store(tmp_path):
+    store, ids, _ = write_store(tmp_path)
+    cfg = config(tmp_path, name="en-low", rules=[
+        {"type": "where", "sql": "language = 'en' AND doc_id IN (SELECT doc_id FROM scores WHERE n_tokens > 20)"},
+        {"type": "band", "criterion": "low", "rate": 0.3, "by": "domain", "min_group_docs": 5}])
+    result = run_select(cfg)
+    manifest = store.read_json("selections", "en-low", "_selection.json")
+    groups = manifest["thresholds"][1]["groups"]
+    assert set(groups) == set(DOMAINS)
+    table = store.read_table("selections", "en-low", "part-00000.parquet").to_pylist()
+    con, _ = connect(store)
+    lang = dict(con.execute("SELECT doc_id, language FROM docs").fetchall())
+    for row in table:
+        if row["kept"]:
+            assert lang[row["doc_id"]] == "en" and row["score"] <= groups[row["group"]]["upper"]
+    assert result.counts["kept"] == sum(g["kept"] for g in groups.values())
+
+
+def test_rerun_is_a_no_op_and_a_changed_selection_needs_overwrite(tmp_path):
+    store, _, _ = write_store(tmp_path)
+    cfg = config(tmp_path, rules=[{"type": "band", "criterion": "high", "rate": 0.4}])
+    first = run_select(cfg)
+    assert run_select(cfg).skipped
+    changed = config(tmp_path, rules=[{"type": "band", "criterion": "high", "rate": 0.5}])
+    with pytest.raises(UserError, match="--overwrite"):
+        run_select(changed)
+    again = run_select(changed, overwrite=True)
+    assert again.selection_id != first.selection_id and not again.skipped
+    assert again.counts["kept"] > first.counts["kept"]
+
+
+def test_dry_run_and_sweep_write_nothing(tmp_path):
+    store, _, _ = write_store(tmp_path)
+    cfg = config(tmp_path, name="what-if", rules=[{"type": "band", "criterion": "low", "rate": 0.5}])
+    result = run_select(cfg, dry_run=True)
+    assert not store.exists("selections", "what-if") and not result.written
+    sweep = run_select(cfg, sweep=(["low", "medium", "high"], [0.25, 0.75])).report.to_pylist()
+    assert [(r["criterion"], r["rate"]) for r in sweep] == [(c, r) for c in ("low", "medium", "high")
+                                                            for r in (0.25, 0.75)]
+    assert sweep[0]["kept"] < sweep[1]["kept"]
+    assert {f"{d} %" for d in DOMAINS} <= set(sweep[0])
+    assert not store.exists("selections")
+
+
+def test_scorer_choice_and_clear_errors(tmp_path):
+    write_store(tmp_path, scorers=("aaaa000000000001", "bbbb000000000002"))
+    band = [{"type": "band", "criterion": "low", "rate": 0.5}]
+    with pytest.raises(UserError, match="set select.scorer"):
+        run_select(config(tmp_path, rules=band))
+    assert run_select(config(tmp_path, scorer="model-1", rules=band), dry_run=True).scorer_id == "bbbb000000000002"
+    with pytest.raises(UserError, match="has no scores"):
+        run_select(config(tmp_path, scorer="nope", rules=band))
+    with pytest.raises(UserError, match="unknown column"):
+        run_select(config(tmp_path, scorer="model-0", rules=[{**band[0], "by": "country"}]))
+    with pytest.raises(UserError, match="where"):
+        run_select(config(tmp_path, scorer="model-0", rules=[{"type": "where", "sql": "no_such_column > 1"}]))
+    # Without score rules no scorer is needed, and everything outside the reference split is kept.
+    only_sql = run_select(config(tmp_path, rules=[{"type": "where", "sql": "language = 'de'"}]), dry_run=True)
+    assert only_sql.counts["kept"] == 60 - 30 + 10  # 60 German documents, 30 in the split, 10 of them held out
+
+
+def test_parse_rule_and_the_cli(tmp_path):
+    assert parse_rule("band:medium:0.5:by=domain") == {"type": "band", "criterion": "medium", "rate": "0.5",
+                                                       "by": "domain"}
+    assert parse_rule("ccnet:head+middle:cuts=20+50") == {"type": "ccnet", "keep": ["head", "middle"],
+                                                          "cuts": ["20", "50"]}
+    with pytest.raises(UserError, match="rule type"):
+        parse_rule("median:0.5")
+    from typer.testing import CliRunner
+    from pipeline.cli import app
+    write_store(tmp_path)
+    out = CliRunner().invoke(app, ["select", str(tmp_path), "--rule", "percentile:10:60", "--where",
+                                   "language = 'en'", "--name", "cli"])
+    assert out.exit_code == 0, out.output
+    assert "percentile:10-60" in out.output and "TOTAL" in out.output
+    manifest = json.loads((tmp_path / "selections" / "cli" / "_selection.json").read_text())
+    assert [r["type"] for r in manifest["config"]["rules"]] == ["where", "percentile"]
+    out = CliRunner().invoke(app, ["select", str(tmp_path), "--sweep", "low,high", "--rates", "0.2,0.4"])
+    assert out.exit_code == 0 and out.output.count("high") >= 2
