@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +69,12 @@ def url_host_and_domain(url: str | None) -> tuple[str | None, str | None]:
     parts = _tld_extractor()(url)
     host = parts.fqdn or parts.ipv4 or parts.ipv6 or None
     domain = parts.top_domain_under_public_suffix or parts.ipv4 or parts.ipv6 or None
+    if host is None:  # no public suffix (localhost, intranet names, .example): the host is its own domain
+        try:
+            host = urlsplit(url).hostname or None
+        except ValueError:
+            host = None
+        domain = host
     return host, domain
 
 

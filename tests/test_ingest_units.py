@@ -37,6 +37,8 @@ def test_doc_id_is_stable_hash_of_normalised_text():
     ("http://127.0.0.1:8080/x", "127.0.0.1", "127.0.0.1"),
     (None, None, None),
     ("not a url", None, None),
+    ("http://localhost:8000/x", "localhost", "localhost"),       # no public suffix: the host is the domain
+    ("https://wiki.corp.internal/page", "wiki.corp.internal", "wiki.corp.internal"),
 ])
 def test_url_host_and_registered_domain(url, host, domain):
     assert url_host_and_domain(url) == (host, domain)
