@@ -21,6 +21,9 @@ def test_notebook_runs(spark, tmp_path, notebook, monkeypatch):
     store = tmp_path / "store"
     run_ingest(Config.model_validate({"store": str(store), "ingest": {"inputs": [str(raw)], "num_shards": 2}}),
                spark=spark)
+    from pipeline.select import run_select
+    run_select(Config.model_validate({"store": str(store), "select": {
+        "name": "long", "rules": [{"type": "where", "sql": "n_chars > 300"}]}}))
     monkeypatch.setenv("STORE", str(store))
     cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
     assert cells, f"{notebook.name} has no code"
@@ -29,4 +32,7 @@ def test_notebook_runs(spark, tmp_path, notebook, monkeypatch):
         exec(compile("".join(cell["source"]), f"{notebook.name}", "exec"), namespace)
     assert set(namespace["by_domain"]["domain"]) == {"site0.org", "site1.org", "site2.org"}
     assert namespace["rejected"]["reason"].tolist() == ["malformed_json"]
-    assert namespace["runs"]["status"].tolist() == ["finished"]
+    assert namespace["runs"]["status"].tolist() == ["finished", "finished"]
+    kept = namespace["kept_by_domain"]
+    assert kept["docs"].sum() == 30 and 0 < kept["kept"].sum() < 30
+    assert namespace["drop_reasons"]["reason"].tolist() == ["where:0"]
