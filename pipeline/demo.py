@@ -836,8 +836,8 @@ def build_demo_corpus(out_dir: str | Path, seed: int = 0, max_docs_per_source: i
 
 
 def demo_config(out_dir: str | Path) -> dict:
-    """The run configuration (as a YAML-able dict) that ingests, trains a reference model on and
-    scores the demo corpus in `out_dir`."""
+    """The run configuration (as a YAML-able dict) of the whole pipeline on the demo corpus in
+    `out_dir`: ingest, train a reference model, score, select and export."""
     out_dir = Path(out_dir)
     return {
         "store": str(out_dir / "store"),
@@ -850,4 +850,9 @@ def demo_config(out_dir: str | Path) -> dict:
         "reference": {"out": str(out_dir / "models" / "reference"), "reference_fraction": 0.25,
                       "min_reference_docs": 0, "max_steps": 150, "vocab_size": 4096},
         "score": {"model": str(out_dir / "models" / "reference"), "max_tokens": 256},
+        # Ankner et al.'s medium band at a 50% selection rate, over English documents.
+        "select": {"name": "medium-50", "rules": [{"type": "where", "sql": "language = 'en'"},
+                                                  {"type": "band", "criterion": "medium", "rate": 0.5}]},
+        "export": {"name": "medium-50", "format": "parquet", "shard_bytes": 256 * 1024, "seed": 0},
+        "stages": ["ingest", "train_reference", "score", "select", "export"],
     }

@@ -39,19 +39,33 @@ def read_reference_split(store: Store, fraction: float, seed: int, min_docs: int
     return ordered, [texts[d] for d in ordered]
 
 
+def trainer_config(config: Config):
+    """The trainer's ReferenceConfig for `config.reference`."""
+    from pipeline.train.reference import ReferenceConfig
+    rc = config.reference
+    return ReferenceConfig(vocab_size=rc.vocab_size, hidden_size=rc.hidden_size, num_layers=rc.num_layers,
+                           num_heads=rc.num_heads, intermediate_size=4 * rc.hidden_size, max_seq_len=rc.max_seq_len,
+                           batch_size=rc.batch_size, max_steps=rc.max_steps, reference_fraction=rc.reference_fraction,
+                           min_reference_docs=rc.min_reference_docs, seed=rc.seed, device=rc.device)
+
+
+def reference_out(config: Config) -> Path:
+    """Where the reference model goes: reference.out, else <store>/models/<model name>."""
+    if config.reference.out:
+        return Path(config.reference.out)
+    return Path(Store(config.store).path("models", trainer_config(config).model_name))
+
+
 def run_train_reference(config: Config, progress: Callable | None = None) -> dict:
     """Train the reference model of `config.reference` on the store; returns the trainer's summary."""
     from pipeline.scoring.core import quiet_transformers
-    from pipeline.train.reference import ReferenceConfig, train_reference
+    from pipeline.train.reference import train_reference
     quiet_transformers()
     store = Store(config.store)
     rc = config.reference
-    ref = ReferenceConfig(vocab_size=rc.vocab_size, hidden_size=rc.hidden_size, num_layers=rc.num_layers,
-                          num_heads=rc.num_heads, intermediate_size=4 * rc.hidden_size, max_seq_len=rc.max_seq_len,
-                          batch_size=rc.batch_size, max_steps=rc.max_steps, reference_fraction=rc.reference_fraction,
-                          min_reference_docs=rc.min_reference_docs, seed=rc.seed, device=rc.device)
+    ref = trainer_config(config)
     doc_ids, texts = read_reference_split(store, rc.reference_fraction, rc.seed, rc.min_reference_docs)
-    out = Path(rc.out) if rc.out else Path(store.path("models", ref.model_name))
+    out = reference_out(config)
     summary = train_reference(texts, out, ref, progress=progress)
     heldout = set(summary["heldout_doc_indexes"])
     table = pa.table({"doc_id": doc_ids, "model_name": [ref.model_name] * len(doc_ids),

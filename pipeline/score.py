@@ -24,6 +24,7 @@ import schemas
 from pipeline.config import Config, ScoreConfig
 from pipeline.errors import UserError
 from pipeline.scoring.core import ScorerIdentity
+from pipeline.spark import run_action
 from pipeline.store import Store, code_version, utc_now
 
 STAGE = "score"
@@ -72,8 +73,9 @@ def _scorer(cfg_json: str, num_threads: int):
     return _SCORERS[cfg_json]
 
 
-def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str, num_threads: int):
-    """mapInPandas function: score this partition's documents and write them part by part."""
+def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str, num_threads: int, docs_done):
+    """mapInPandas function: score this partition's documents and write them part by part, adding
+    each written part's documents to the accumulator `docs_done` (progress)."""
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from pyspark import TaskContext
         cfg = ScoreConfig.model_validate_json(cfg_json)
@@ -88,6 +90,7 @@ def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str,
             rows = scorer.score(docs)
             store.write_table(pa.Table.from_pylist(rows, schema=schemas.SCORES), schemas.SCORES,
                               "scores", f"scorer={scorer_id}", f"part-{run_id}-{partition:05d}-{part_no:05d}.parquet")
+            docs_done.add(len(rows))
             return pd.DataFrame({"n_docs": [len(rows)], "n_errors": [sum(r["error"] is not None for r in rows)],
                                  "n_tokens": [sum(r["n_predicted"] for r in rows)],
                                  "seconds": [time.perf_counter() - t0]})
@@ -163,25 +166,20 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         # (a partition streams its documents, so its size does not matter for memory).
         n_partitions = max(1, min(n_todo, max(parallelism, min(math.ceil(n_todo / cfg.docs_per_part),
                                                                  64 * parallelism))))
-        fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run_id, num_threads or 1)
+        docs_done = spark.sparkContext.accumulator(0)
+        fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run_id, num_threads or 1, docs_done)
         scored = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
         if n_todo:
             parts = (docs.repartition(n_partitions, "doc_id").sortWithinPartitions("doc_id")
                      .mapInPandas(fn, _COUNTS_SCHEMA))
-            sc = spark.sparkContext
-            sc.setJobGroup(f"curate-score-{run_id}", f"score {scorer_id}", interruptOnCancel=True)
-            try:
-                for row in parts.toLocalIterator(prefetchPartitions=True):
-                    for key in scored:
-                        scored[key] += row[key]
-                    if progress:
-                        progress("score", scored["n_docs"], n_todo)
-            except Exception as e:
-                # The failed task's siblings may still be scoring: stop them and wait, so that the
-                # parts on disk are final when we report them (and a re-run cannot race them).
-                sc.cancelJobGroup(f"curate-score-{run_id}")
-                _wait_for_idle(sc)
-                raise UserError(_task_failure_message(e, store, scorer_rel)) from None
+
+            def failure(reason: str) -> str:  # counted after the cancelled tasks have stopped
+                kept = len(store.list_files(*scorer_rel, suffix=".parquet"))
+                return (f"scoring failed: {reason}. The {kept} part file(s) already written are kept; "
+                        "re-run the same command to resume.")
+            report = (lambda: progress("score", docs_done.value, n_todo)) if progress else (lambda: None)
+            rows = run_action(spark, f"curate-score-{run_id}", f"score {scorer_id}", parts.collect, report, failure)
+            scored = {key: sum(row[key] for row in rows) for key in scored}
         elapsed = time.time() - t0
         counts = {"selected_docs": n_selected, "already_scored": n_selected - n_todo,
                   "scored_now": scored["n_docs"], "errors": scored["n_errors"], "tokens": scored["n_tokens"],
@@ -195,28 +193,3 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
         store.write_run_record(record)
         raise
-
-
-def _wait_for_idle(sc, timeout_s: float = 120.0) -> None:
-    """Wait until no Spark stage is running (cancelled tasks have been killed), within a bound."""
-    deadline = time.time() + timeout_s
-    while sc.statusTracker().getActiveStageIds() and time.time() < deadline:
-        time.sleep(0.5)
-    time.sleep(2.5)  # spark.python.task.killTimeout: a killed task's Python worker is stopped after 2 s
-
-
-def _task_failure_message(error: Exception, store: Store, scorer_rel: tuple[str, ...]) -> str:
-    """One clear line from a failed Spark task (the Python error inside the JVM's wrapping)."""
-    import re
-    text = str(error)
-    user = [line for line in text.splitlines() if "UserError:" in line]
-    python = [line for line in text.splitlines() if re.match(r"^[\w.]*(Error|Exception): ", line)]
-    if user:
-        reason = user[-1].split("UserError:", 1)[1].strip()
-    elif python:  # the Python exception inside the JVM's wrapping
-        reason = python[-1].strip()
-    else:
-        reason = (text.splitlines() or ["unknown error"])[0]
-    kept = len(store.list_files(*scorer_rel, suffix=".parquet"))
-    return (f"scoring failed: {reason}. The {kept} part file(s) already written are kept; "
-            f"re-run the same command to resume.")

@@ -274,7 +274,7 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
     sel_id = selection_id(config, store, scorer_id)
     rel = ("selections", cfg.name)
     previous = store.read_json(*rel, MANIFEST) if store.exists(*rel, MANIFEST) else None
-    if previous and previous.get("selection_id") == sel_id and not (dry_run or sweep or overwrite):
+    if previous and previous.get("selection_id") == sel_id and not (dry_run or sweep):
         return SelectResult(cfg.name, sel_id, scorer_id, previous["counts"], previous["timings"],
                             previous["thresholds"], pa.Table.from_pylist(previous["report"]), skipped=True)
     if previous and not (dry_run or sweep or overwrite):

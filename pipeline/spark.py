@@ -1,12 +1,16 @@
-"""Starting a Spark session: embedded local[*] by default, a standalone cluster with a master URL."""
+"""Starting a Spark session (embedded local[*] by default, a standalone cluster with a master URL),
+and running a stage's Spark action with progress and one clear error."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
+from typing import Any, Callable
 
 from pipeline.config import SparkConfig
 from pipeline.errors import UserError
@@ -55,3 +59,68 @@ def get_spark(cfg: SparkConfig):
     if not local:
         _ship_code(spark)
     return spark
+
+
+def run_action(spark, job_group: str, description: str, action: Callable[[], Any], report: Callable[[], None],
+               failure_message: Callable[[str], str]) -> Any:
+    """Run a Spark action (e.g. `df.collect`, `df.toArrow`) in a thread, calling `report` twice a second
+    until it ends, and return its result.
+
+    Why not toLocalIterator: it runs one job per partition, about two at a time, which leaves most
+    cores idle; one action runs every partition at once, and accumulators carry the progress (a
+    task's updates reach the driver when the task ends).
+    On a failed task or Ctrl-C the job group is cancelled and its tasks waited for, so that what they
+    wrote is final (and a re-run cannot race them). A failed task raises
+    UserError(failure_message(task_error(error))), the message built after that wait."""
+    from pyspark import InheritableThread
+    sc = spark.sparkContext
+    outcome: dict[str, Any] = {}
+
+    def target():
+        sc.setJobGroup(job_group, description, interruptOnCancel=True)
+        try:
+            outcome["value"] = action()
+        except BaseException as e:  # handed to the calling thread below
+            outcome["error"] = e
+    thread = InheritableThread(target=target, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+            report()
+    except BaseException:  # Ctrl-C (or a failing report)
+        cancel_and_wait(sc, job_group)
+        raise
+    if "error" in outcome:
+        cancel_and_wait(sc, job_group)  # the failed task's siblings may still be writing
+        raise UserError(failure_message(task_error(outcome["error"]))) from None
+    return outcome["value"]
+
+
+def cancel_and_wait(sc, job_group: str, timeout_s: float = 120.0) -> None:
+    """Cancel a job group and wait, within a bound, until none of its tasks is still running."""
+    sc.cancelJobGroup(job_group)
+    tracker = sc.statusTracker()
+
+    def running() -> bool:
+        for job in tracker.getJobIdsForGroup(job_group):
+            info = tracker.getJobInfo(job)
+            for stage in info.stageIds if info else ():
+                stage_info = tracker.getStageInfo(stage)
+                if stage_info and stage_info.numActiveTasks > 0:
+                    return True
+        return False
+    deadline = time.time() + timeout_s
+    while running() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2.5)  # spark.python.task.killTimeout: a killed task's Python worker is stopped after 2 s
+
+
+def task_error(error: BaseException) -> str:
+    """The Python error inside a Spark task failure (a UserError's own message when it is one)."""
+    lines = str(error).splitlines()
+    user = [line.split("UserError:", 1)[1].strip() for line in lines if "UserError:" in line]
+    python = [line.strip() for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    if user or python:
+        return (user or python)[-1]
+    return lines[0] if lines else type(error).__name__

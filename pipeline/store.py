@@ -86,7 +86,8 @@ class Store:
             self.fs.delete_file(path)
         return len(stale)
 
-    def _atomic_write(self, rel: tuple[str, ...], write) -> None:
+    def atomic_write(self, rel: tuple[str, ...], write) -> None:
+        """`write(path)` fills a temporary file beside `rel`, which is then renamed to `rel`."""
         final = self.path(*rel)
         tmp = self.path(*rel[:-1], f".tmp-{uuid.uuid4().hex}-{rel[-1]}")
         self.fs.create_dir(self.path(*rel[:-1]), recursive=True)
@@ -96,7 +97,7 @@ class Store:
     def write_table(self, table: pa.Table, schema: pa.Schema, *rel: str) -> pa.Table:
         """Validate against `schema` and write one Parquet file atomically."""
         table = schemas.validate(table, schema)
-        self._atomic_write(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd"))
+        self.atomic_write(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd"))
         return table
 
     def read_table(self, *rel: str) -> pa.Table:
@@ -108,7 +109,7 @@ class Store:
         def write(p):
             with self.fs.open_output_stream(p) as f:
                 f.write(blob)
-        self._atomic_write(rel, write)
+        self.atomic_write(rel, write)
 
     def read_json(self, *rel: str):
         with self.fs.open_input_stream(self.path(*rel)) as f:

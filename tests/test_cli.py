@@ -23,7 +23,7 @@ def curate(*args, cwd=None, input=None):
 def test_help_lists_every_stage():
     out = curate("--help")
     assert out.returncode == 0
-    for command in ("init", "ingest", "sql", "demo"):
+    for command in ("init", "ingest", "score", "select", "export", "run", "sql", "demo"):
         assert command in out.stdout
     ingest_help = curate("ingest", "--help").stdout
     assert "--master" in ingest_help and "--overwrite" in ingest_help and "quarantine" in ingest_help

@@ -13,6 +13,8 @@ def test_starter_config_is_valid_and_matches_defaults(tmp_path):
     assert cfg.spark == defaults.spark
     assert cfg.ingest.num_shards == defaults.ingest.num_shards
     assert cfg.ingest.inputs[0].path == "data/raw"
+    for section in ("score", "reference", "select", "export", "stages"):
+        assert getattr(cfg, section) == getattr(defaults, section), section
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

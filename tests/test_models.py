@@ -37,20 +37,6 @@ def test_missing_package_is_a_user_error(monkeypatch, tmp_path):
         models.fetch_smollm2(tmp_path / "m")
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory):
-    pytest.importorskip("torch")
-    try:
-        models.smollm2_gguf_path()
-    except UserError as e:
-        pytest.skip(str(e))
-    out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M"
-    started = time.perf_counter()
-    models.fetch_smollm2(out)
-    print(f"converted SmolLM2 in {time.perf_counter() - started:.1f}s")
-    return out
-
-
 def test_conversion_writes_a_described_cached_model(smollm2_dir):
     manifest = json.loads((smollm2_dir / models.MANIFEST).read_text())
     assert manifest["weights_sha256"] == models.weights_sha256(smollm2_dir)
