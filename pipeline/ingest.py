@@ -360,14 +360,23 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
         if pending:
             if spark is None:
                 raise UserError("internal: a Spark session is needed to ingest files")
+            from pipeline.spark import run_action
             rdd = spark.sparkContext.parallelize(pending, numSlices=len(pending))
             store_uri = store.uri
-            done = len(files) - len(pending)
-            for marker in rdd.map(lambda f: ingest_file(f, settings, store_uri)).toLocalIterator(prefetchPartitions=True):
+            files_done = spark.sparkContext.accumulator(0)
+
+            def read_file(f: InputFile) -> dict:
+                marker = ingest_file(f, settings, store_uri)
+                files_done.add(1)
+                return marker
+            already = len(files) - len(pending)
+            report = (lambda: progress("read", already + files_done.value, len(files))) if progress else (lambda: None)
+            for marker in run_action(spark, f"curate-ingest-{run_id}", "ingest: read input files",
+                                     rdd.map(read_file).collect, report,
+                                     lambda reason: f"ingest failed: {reason}. Finished input files are kept; "
+                                                    "re-run the same command to resume."):
                 markers[marker["path"]] = marker
-                done += 1
-                if progress:
-                    progress("read", done, len(files))
+            report()
         t1 = time.time()
 
         # Documents are the union of every finished file in the store (earlier runs included).
