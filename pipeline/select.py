@@ -207,23 +207,26 @@ def reference_split_mask(con, store: Store) -> np.ndarray | None:
 
 # -- reports ----------------------------------------------------------------------------------------
 def group_report(groups: np.ndarray, outcome: dict, n_tokens: np.ndarray) -> pa.Table:
-    """Per group: documents and tokens in total and kept, plus the reference split excluded."""
+    """Per group (largest first) and in total: documents and tokens, kept vs all, and the reference
+    split excluded."""
     names = np.array(["(none)" if g is None else str(g) for g in groups], dtype=object)
+    uniq, inverse = np.unique(names, return_inverse=True)
+    kept = outcome["kept"]
     tokens = np.nan_to_num(n_tokens)
-    excluded = outcome["reason"] == "reference_split"
-    rows = []
-    for name in sorted(set(names), key=lambda g: -np.count_nonzero(names == g)):
-        m = names == name
-        kept = m & outcome["kept"]
-        rows.append({"group": name, "docs": int(m.sum()), "reference_split": int((m & excluded).sum()),
-                     "kept": int(kept.sum()), "kept_pct": round(100 * kept.sum() / m.sum(), 1),
-                     "tokens": int(tokens[m].sum()), "tokens_kept": int(tokens[kept].sum()),
-                     "tokens_kept_pct": round(100 * tokens[kept].sum() / max(tokens[m].sum(), 1), 1)})
-    total_tokens = tokens.sum()
-    rows.append({"group": "TOTAL", "docs": len(names), "reference_split": int(excluded.sum()),
-                 "kept": int(outcome["kept"].sum()), "kept_pct": round(100 * outcome["kept"].mean(), 1) if len(names) else 0.0,
-                 "tokens": int(total_tokens), "tokens_kept": int(tokens[outcome["kept"]].sum()),
-                 "tokens_kept_pct": round(100 * tokens[outcome["kept"]].sum() / max(total_tokens, 1), 1)})
+    columns = {"docs": np.ones(len(names)), "reference_split": outcome["reason"] == "reference_split",
+               "kept": kept, "tokens": tokens, "tokens_kept": np.where(kept, tokens, 0)}
+    sums = {k: np.bincount(inverse, weights=v, minlength=len(uniq)) for k, v in columns.items()}
+    totals = {k: v.sum() for k, v in sums.items()}
+
+    def row(name, get) -> dict:
+        docs, tok = get("docs"), get("tokens")
+        return {"group": name, "docs": int(docs), "reference_split": int(get("reference_split")),
+                "kept": int(get("kept")), "kept_pct": round(100 * get("kept") / docs, 1) if docs else 0.0,
+                "tokens": int(tok), "tokens_kept": int(get("tokens_kept")),
+                "tokens_kept_pct": round(100 * get("tokens_kept") / tok, 1) if tok else 0.0}
+    order = np.lexsort((uniq, -sums["docs"]))
+    rows = [row(str(uniq[g]), lambda k, g=g: sums[k][g]) for g in order]
+    rows.append(row("TOTAL", lambda k: totals[k]))
     return pa.Table.from_pylist(rows)
 
 
@@ -243,8 +246,8 @@ def sweep_rules(rules: list, criterion: str, rate: float) -> list:
 def sweep_table(doc_ids, columns, rules, seed, where, excluded, criteria, rates, report_by: str, top: int = 8) -> pa.Table:
     """One row per (criterion, rate): documents and tokens kept, and the kept share of the largest groups."""
     names = np.array(["(none)" if g is None else str(g) for g in columns[report_by]], dtype=object)
-    uniq, counts = np.unique(names, return_counts=True)
-    biggest = [str(g) for g in uniq[np.argsort(-counts, kind="stable")][:top]]
+    uniq, inverse, counts = np.unique(names, return_inverse=True, return_counts=True)
+    biggest = np.argsort(-counts, kind="stable")[:top]
     tokens = np.nan_to_num(columns["n_tokens"])
     rows = []
     for criterion in criteria:
@@ -254,8 +257,9 @@ def sweep_table(doc_ids, columns, rules, seed, where, excluded, criteria, rates,
             row = {"criterion": criterion, "rate": rate, "kept": int(kept.sum()),
                    "kept %": round(100 * kept.mean(), 1),
                    "tokens %": round(100 * tokens[kept].sum() / max(tokens.sum(), 1), 1)}
+            kept_per_group = np.bincount(inverse, weights=kept, minlength=len(uniq))
             for g in biggest:  # the kept share of each large group
-                row[f"{g[:24]} %"] = round(100 * kept[names == g].mean(), 1)
+                row[f"{str(uniq[g])[:24]} %"] = round(100 * kept_per_group[g] / counts[g], 1)
             rows.append(row)
     return pa.Table.from_pylist(rows)
 

@@ -163,3 +163,22 @@ def test_parse_rule_and_the_cli(tmp_path):
     assert [r["type"] for r in manifest["config"]["rules"]] == ["where", "percentile"]
     out = CliRunner().invoke(app, ["select", str(tmp_path), "--sweep", "low,high", "--rates", "0.2,0.4"])
     assert out.exit_code == 0 and out.output.count("high") >= 2
+
+
+def test_group_report_counts_match_plain_loops():
+    from pipeline.select import group_report
+    rng = np.random.default_rng(5)
+    n = 2000
+    groups = rng.choice(["a", "b", "c", None], n, p=[0.5, 0.3, 0.15, 0.05]).astype(object)
+    kept = rng.random(n) < 0.4
+    reason = np.where(kept, None, np.where(rng.random(n) < 0.2, "reference_split", "band:low@0.5:above")).astype(object)
+    tokens = rng.integers(1, 500, n).astype(float)
+    tokens[::97] = np.nan
+    rows = group_report(groups, {"kept": kept, "reason": reason}, tokens).to_pylist()
+    assert [r["group"] for r in rows] == ["a", "b", "c", "(none)", "TOTAL"]
+    for r in rows:
+        m = np.ones(n, bool) if r["group"] == "TOTAL" else \
+            np.array([(g if g is not None else "(none)") == r["group"] for g in groups])
+        assert r["docs"] == m.sum() and r["kept"] == (m & kept).sum()
+        assert r["reference_split"] == sum(1 for i in np.flatnonzero(m) if reason[i] == "reference_split")
+        assert r["tokens"] == int(np.nansum(tokens[m])) and r["tokens_kept"] == int(np.nansum(tokens[m & kept]))
