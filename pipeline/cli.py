@@ -49,7 +49,19 @@ def _progress() -> Progress:
 
 
 def _load(config: Optional[Path], overrides: dict) -> Config:
-    return apply_overrides(load_config(config), overrides)
+    return with_reference_model(apply_overrides(load_config(config), overrides))
+
+
+def with_reference_model(cfg: Config, will_train: bool = False) -> Config:
+    """Without score.model (or a service), the config's reference model is the scorer (and the export
+    tokenizer) once it exists, or when this run trains it."""
+    if cfg.score.model or cfg.score.service_url:
+        return cfg
+    from pipeline.reference import reference_out
+    out = reference_out(cfg)
+    if will_train or (out / "curate_model.json").is_file():
+        cfg = apply_overrides(cfg, {"reference.out": str(out), "score.model": str(out)})
+    return cfg
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -464,11 +476,7 @@ def check_stages(cfg: Config) -> Config:
     """Catch a config that cannot run to the end before the first stage starts. Without score.model,
     the configured reference model (trained in this run or an earlier one) is the scorer."""
     stages = set(cfg.stages)
-    if not cfg.score.model and not cfg.score.service_url:
-        from pipeline.reference import reference_out
-        out = reference_out(cfg)  # trained in this run, or in an earlier run of the same config
-        if "train_reference" in stages or (out / "curate_model.json").is_file():
-            cfg = apply_overrides(cfg, {"reference.out": str(out), "score.model": str(out)})
+    cfg = with_reference_model(cfg, will_train="train_reference" in stages)
     if "score" in stages and not (cfg.score.model or cfg.score.service_url):
         raise UserError("stage score: set score.model (a model directory) or score.service_url, or add "
                         "train_reference to stages")

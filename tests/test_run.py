@@ -4,6 +4,7 @@ import random
 
 import pytest
 import yaml
+import zstandard
 
 from tests.helpers import random_texts
 from tests.test_cli import curate
@@ -57,6 +58,18 @@ def test_run_every_stage_then_resume_then_replace_a_changed_selection(tmp_path):
     assert again.stdout.count("up to date") >= 3  # the reference model, the selection, the export
     assert "0 scored" in again.stdout and "0 of 1 files read" in again.stdout
     assert json.loads((export_dir / "manifest.json").read_text())["shards"] == manifest["shards"]
+
+    # The same selection as JSONL.zst, from `curate export` with the run's config (its reference model
+    # counts the tokens).
+    as_jsonl = curate("export", "-c", config, "--name", "mid-jsonl", "--format", "jsonl.zst", "--seed", "7")
+    assert as_jsonl.returncode == 0, as_jsonl.stderr[-3000:]
+    jsonl_dir = tmp_path / "store" / "exports" / "mid-jsonl"
+    jsonl_manifest = json.loads((jsonl_dir / "manifest.json").read_text())
+    lines = [json.loads(line) for shard in sorted(jsonl_dir.glob("shard-*.jsonl.zst"))
+             for line in zstandard.ZstdDecompressor().stream_reader(shard.open("rb")).read().splitlines()]
+    assert len(lines) == jsonl_manifest["counts"]["docs"] == manifest["counts"]["docs"]
+    assert jsonl_manifest["tokenizer"]["hash"] == manifest["tokenizer"]["hash"]
+    assert "documents exported" in as_jsonl.stdout
 
     write_run_config(tmp_path, rate=0.8)
     changed = curate("run", config, "--stages", "select,export")
