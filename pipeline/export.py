@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -34,7 +33,7 @@ import schemas
 from pipeline.config import Config, ExportConfig
 from pipeline.errors import UserError
 from pipeline.spark import run_action
-from pipeline.store import Store, code_version, utc_now
+from pipeline.store import Store, code_version, new_run_record, utc_now
 
 STAGE = "export"
 TOKENIZE_BATCH = 256          # texts per tokenizer call: bounds the memory of token lists
@@ -438,23 +437,17 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
                             "set another export.name")
         store.delete(*out)
         existing = None
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    record = {"stage": STAGE, "run_id": run_id, "status": "running",
-              "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-              "inputs": [store.spark_path("docs"), store.spark_path("selections", selection["name"])],
-              "code_version": code_version(), "started_at": utc_now(), "finished_at": None,
-              "counts": {}, "timings": {}, "error": None}
+    record = new_run_record(STAGE, config, [store.spark_path("docs"), store.spark_path("selections", selection["name"])])
+    run_id = record["run_id"]
     out_dir = store.spark_path(*out)
     manifest = store.read_json(*out, "manifest.json") if store.exists(*out, "manifest.json") else None
     if existing == fingerprint and manifest and all(_files_intact(store, out, s["files"]) for s in manifest["shards"]):
         counts = {**manifest["counts"], "shards_written": 0, "shards_reused": manifest["counts"]["shards"]}
         timings = {"total_s": round(time.time() - t0, 3)}
-        store.write_run_record({**record, "status": "finished", "finished_at": utc_now(),
-                                "counts": {**counts, "skipped": 1}, "timings": timings})
+        store.finish_run(record, {**counts, "skipped": 1}, timings)
         return ExportResult(run_id, cfg.name, out_dir, counts, timings, True, manifest)
 
-    store.write_run_record(record)
-    try:
+    with store.recorded_run(record):
         store.write_json({"fingerprint": fingerprint, "config": resolved.model_dump(mode="json")},
                          *out, "_export.json")
         store.delete(*out, "manifest.json")  # a manifest says the export is complete: it is written last
@@ -496,13 +489,8 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
         counts = {**manifest["counts"], "shards_written": len(written), "shards_reused": len(reused)}
         timings = {"tokenize_s": round(t_tokenize - t0, 3), "plan_s": round(t_plan - t_tokenize, 3),
                    "write_s": round(t_write - t_plan, 3), "total_s": round(time.time() - t0, 3)}
-        record.update(status="finished", finished_at=utc_now(), counts=counts, timings=timings)
-        store.write_run_record(record)
+        store.finish_run(record, counts, timings)
         return ExportResult(run_id, cfg.name, out_dir, counts, timings, False, manifest)
-    except BaseException as e:
-        record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
-        store.write_run_record(record)
-        raise
 
 
 def _count_candidates(spark, store: Store, docs, selection: str, group_by: str, tokenizer_dir: str,

@@ -32,7 +32,7 @@ import schemas
 from pipeline.config import Config, IngestConfig
 from pipeline.errors import UserError
 from pipeline.io import InputFile, RawDoc, Rejected
-from pipeline.store import Store, code_version, utc_now
+from pipeline.store import Store, new_run_record, utc_now
 
 STAGE = "ingest"
 BATCH_DOCS = 2_000  # documents per language-ID call and per Parquet row group
@@ -341,18 +341,14 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
     cfg = config.ingest
     settings = IngestSettings.from_config(cfg)
     files = discover(cfg)
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    record = {"stage": STAGE, "run_id": run_id, "status": "running",
-              "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-              "inputs": [f.path for f in files], "code_version": code_version(), "started_at": utc_now(),
-              "finished_at": None, "counts": {}, "timings": {}, "error": None}
+    record = new_run_record(STAGE, config, [f.path for f in files])
+    run_id = record["run_id"]
     if overwrite:
         for rel in ("docs", "quarantine", "_staging"):
             store.delete(rel)
         store.delete("_runs", STAGE)
-    store.write_run_record(record)
     t0 = time.time()
-    try:
+    with store.recorded_run(record):
         markers = {f.path: _is_finished(store, f, settings) for f in files}
         pending = [f for f in files if markers[f.path] is None]
         if progress:
@@ -413,13 +409,6 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
                   "quarantined": sum(m["quarantined"] for m in all_markers),
                   "doc_bytes": shard_counts["bytes"], "shards": cfg.num_shards,
                   "dedup_skipped": int(phase2_skipped)}
-        record.update(status="finished", finished_at=utc_now(), counts=counts,
-                      timings={"read_s": round(t1 - t0, 3), "dedup_shard_s": round(t2 - t1, 3),
-                               "total_s": round(t2 - t0, 3)})
-        store.write_run_record(record)
-        return IngestResult(run_id, counts, record["timings"], reasons, store.uri,
-                            len(files) - len(pending), len(pending))
-    except BaseException as e:
-        record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
-        store.write_run_record(record)
-        raise
+        timings = {"read_s": round(t1 - t0, 3), "dedup_shard_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)}
+        store.finish_run(record, counts, timings)
+        return IngestResult(run_id, counts, timings, reasons, store.uri, len(files) - len(pending), len(pending))

@@ -9,11 +9,9 @@ overwrites its own earlier parts instead of duplicating them.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -25,7 +23,7 @@ from pipeline.config import Config, ScoreConfig
 from pipeline.errors import UserError
 from pipeline.scoring.core import ScorerIdentity
 from pipeline.spark import run_action
-from pipeline.store import Store, code_version, utc_now
+from pipeline.store import Store, new_run_record
 
 STAGE = "score"
 _COUNTS_SCHEMA = "n_docs long, n_errors long, n_tokens long, seconds double"
@@ -134,16 +132,12 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         cfg = resolve_max_tokens(cfg)
     scorer_id = identity.scorer_id
     scorer_rel = ("scores", f"scorer={scorer_id}")
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    record = {"stage": STAGE, "run_id": run_id, "status": "running",
-              "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-              "inputs": [store.spark_path("docs")], "code_version": code_version(), "started_at": utc_now(),
-              "finished_at": None, "counts": {}, "timings": {}, "error": None}
-    store.write_run_record(record)
-    store.write_json(identity.to_dict(), *scorer_rel, "_scorer.json")
-    store.clear_temporary(*scorer_rel)  # one scorer's parts are written by one job at a time
+    record = new_run_record(STAGE, config, [store.spark_path("docs")])
+    run_id = record["run_id"]
     t0 = time.time()
-    try:
+    with store.recorded_run(record):
+        store.write_json(identity.to_dict(), *scorer_rel, "_scorer.json")
+        store.clear_temporary(*scorer_rel)  # one scorer's parts are written by one job at a time
         docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
         if cfg.where:
             try:
@@ -186,10 +180,5 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
                   "parts": len(store.list_files(*scorer_rel, suffix=".parquet"))}
         timings = {"total_s": round(elapsed, 3), "engine_s": round(scored["seconds"], 3),
                    "tokens_per_s": round(scored["n_tokens"] / elapsed, 1) if elapsed and scored["n_tokens"] else 0.0}
-        record.update(status="finished", finished_at=utc_now(), counts=counts, timings=timings)
-        store.write_run_record(record)
+        store.finish_run(record, counts, timings)
         return ScoreResult(run_id, scorer_id, identity.to_dict(), counts, timings, store.uri)
-    except BaseException as e:
-        record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
-        store.write_run_record(record)
-        raise

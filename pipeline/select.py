@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +23,9 @@ import pyarrow.fs as pafs
 
 import schemas
 from pipeline import selection
-from pipeline.config import SCORE_COLUMNS, Config
+from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.store import Store, code_version, utc_now
+from pipeline.store import Store, code_version, new_run_record, utc_now
 
 STAGE = "select"
 ROWS_PER_PART = 1_000_000
@@ -316,14 +315,9 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
     if dry_run:
         return result
 
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
-    record = {"stage": STAGE, "run_id": run_id, "status": "running",
-              "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-              "inputs": [store.spark_path("docs")] + ([store.spark_path("scores", f"scorer={scorer_id}")] if scorer_id else []),
-              "code_version": code_version(), "started_at": utc_now(), "finished_at": None,
-              "counts": {}, "timings": {}, "error": None}
-    store.write_run_record(record)
-    try:
+    record = new_run_record(STAGE, config, [store.spark_path("docs")] +
+                            ([store.spark_path("scores", f"scorer={scorer_id}")] if scorer_id else []))
+    with store.recorded_run(record):
         store.delete(*rel)  # parts of an older or unfinished selection of this name
         table = pa.table({"doc_id": pa.array(doc_ids, pa.string()), "kept": outcome["kept"],
                           "reason": pa.array(outcome["reason"], pa.string()),
@@ -338,10 +332,5 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
                           "timings": timings, "thresholds": outcome["thresholds"], "report": report.to_pylist(),
                           "report_by": report_by, "code_version": code_version(), "created_at": utc_now()},
                          *rel, MANIFEST)
-        record.update(status="finished", finished_at=utc_now(), counts=counts, timings=timings)
-        store.write_run_record(record)
-    except BaseException as e:
-        record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
-        store.write_run_record(record)
-        raise
+        store.finish_run(record, counts, timings)
     return result

@@ -14,8 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -37,6 +40,15 @@ def code_version() -> str:
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_record(stage: str, config, inputs: list[str]) -> dict:
+    """A stage run's record (schemas.RUN_RECORD) with a fresh run_id, status running; `config` is the
+    run's pipeline Config."""
+    return {"stage": stage, "run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}",
+            "status": "running", "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+            "inputs": inputs, "code_version": code_version(), "started_at": utc_now(), "finished_at": None,
+            "counts": {}, "timings": {}, "error": None}
 
 
 class Store:
@@ -127,3 +139,18 @@ class Store:
             row[key] = list((row.get(key) or {}).items())
         schemas.validate(pa.Table.from_pylist([row], schema=schemas.RUN_RECORD), schemas.RUN_RECORD)
         self.write_json(record, "_runs", record["stage"], f"{record['run_id']}.json")
+
+    @contextmanager
+    def recorded_run(self, record: dict) -> Iterator[dict]:
+        """Store `record` (running); an exception inside the block is recorded (failed) and re-raised."""
+        self.write_run_record(record)
+        try:
+            yield record
+        except BaseException as e:
+            record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
+            self.write_run_record(record)
+            raise
+
+    def finish_run(self, record: dict, counts: dict, timings: dict) -> None:
+        record.update(status="finished", finished_at=utc_now(), counts=counts, timings=timings)
+        self.write_run_record(record)

@@ -1,8 +1,10 @@
+import json
+
 import pyarrow as pa
 import pytest
 
 import schemas
-from pipeline.store import Store, code_version, utc_now
+from pipeline.store import Store, code_version, new_run_record, utc_now
 
 
 def test_every_schema_is_versioned():
@@ -43,3 +45,24 @@ def test_store_writes_atomically_and_validates_run_records(tmp_path):
     assert store.run_record("ingest", "r1")["counts"] == {"docs": 3}
     with pytest.raises(schemas.SchemaError):
         store.write_run_record({**record, "run_id": "r2", "status": None})
+
+
+def test_recorded_run_marks_a_failed_block_and_finish_run_a_finished_one(tmp_path):
+    from pipeline.config import Config
+    store = Store(tmp_path / "s")
+    config = Config.model_validate({"store": str(tmp_path / "s")})
+    failing = new_run_record("score", config, ["docs"])
+    with pytest.raises(ValueError, match="bad input"):
+        with store.recorded_run(failing):
+            assert store.run_record("score", failing["run_id"])["status"] == "running"
+            raise ValueError("bad input")
+    stored = store.run_record("score", failing["run_id"])
+    assert stored["status"] == "failed" and stored["error"] == "ValueError: bad input" and stored["finished_at"]
+
+    ok = new_run_record("score", config, ["docs"])
+    assert ok["run_id"] != failing["run_id"]
+    with store.recorded_run(ok):
+        store.finish_run(ok, {"docs": 2}, {"total_s": 0.5})
+    stored = store.run_record("score", ok["run_id"])
+    assert (stored["status"], stored["counts"], stored["timings"]) == ("finished", {"docs": 2}, {"total_s": 0.5})
+    assert json.loads(stored["config"])["store"] == str(tmp_path / "s")
