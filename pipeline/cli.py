@@ -48,6 +48,17 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=err_console, transient=False)
 
 
+def _phase_bars(progress: Progress, labels: dict[str, str]):
+    """A stage's `progress(phase, done, total)` callback: one bar per phase, added when it first reports."""
+    tasks: dict[str, int] = {}
+
+    def report(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(labels.get(phase, phase), total=total)
+        progress.update(tasks[phase], completed=done, total=total)
+    return report
+
+
 def _load(config: Optional[Path], overrides: dict) -> Config:
     return with_reference_model(apply_overrides(load_config(config), overrides))
 
@@ -100,16 +111,8 @@ def run_ingest_with_progress(cfg: Config, overwrite: bool = False):
     from pipeline.spark import get_spark
 
     with _progress() as progress:
-        tasks: dict[str, int] = {}
-
-        def report(phase: str, done: int, total: int) -> None:
-            label = {"read": "reading input files", "dedup": "deduplicating + sharding"}[phase]
-            if phase not in tasks:
-                tasks[phase] = progress.add_task(label, total=total)
-            progress.update(tasks[phase], completed=done, total=total)
-
-        spark = get_spark(cfg.spark)
-        return run_ingest(cfg, spark=spark, overwrite=overwrite, progress=report)
+        report = _phase_bars(progress, {"read": "reading input files", "dedup": "deduplicating + sharding"})
+        return run_ingest(cfg, spark=get_spark(cfg.spark), overwrite=overwrite, progress=report)
 
 
 @app.command()
@@ -437,13 +440,7 @@ def run_export_with_progress(cfg: Config, overwrite: bool = False):
     from pipeline.export import run_export
     from pipeline.spark import get_spark
     with _progress() as progress:
-        tasks: dict[str, int] = {}
-
-        def report(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = progress.add_task({"tokenize": "counting tokens", "write": "writing shards"}.get(phase, phase),
-                                                 total=total)
-            progress.update(tasks[phase], completed=done, total=total)
+        report = _phase_bars(progress, {"tokenize": "counting tokens", "write": "writing shards"})
         return run_export(cfg, get_spark(cfg.spark), progress=report, overwrite=overwrite)
 
 
@@ -489,6 +486,14 @@ def check_stages(cfg: Config) -> Config:
     return cfg
 
 
+def score_row(result) -> dict:
+    """A score run's row of the run summary."""
+    c = result.counts
+    return {"documents": c["selected_docs"], "tokens": None,
+            "status": f"{c['scored_now']:,} scored, {c['already_scored']:,} already",
+            "detail": f"scores/scorer={result.scorer_id}/", "scorer_id": result.scorer_id}
+
+
 def run_pipeline(cfg: Config) -> list[dict]:
     """Run cfg.stages in pipeline order, each resuming what is finished; one summary row per stage.
 
@@ -517,10 +522,7 @@ def run_pipeline(cfg: Config) -> list[dict]:
         elif stage == "score":
             r = run_score_with_progress(cfg)
             score_summary(r)
-            c = r.counts
-            row = {"documents": c["selected_docs"], "tokens": None,
-                   "status": f"{c['scored_now']:,} scored, {c['already_scored']:,} already",
-                   "detail": f"scores/scorer={r.scorer_id}/", "scorer_id": r.scorer_id}
+            row = score_row(r)
         elif stage == "select":
             r = run_select_with_progress(cfg, overwrite=True)
             select_summary(r)
@@ -545,30 +547,25 @@ def pipeline_summary(cfg: Config, rows: list[dict], started: float) -> None:
     for col, justify in [("stage", "left"), ("status", "left"), ("documents", "right"), ("tokens", "right"),
                          ("time", "right"), ("output", "left")]:
         table.add_column(col, justify=justify)
-    scored_tokens = None
-    score_row = next((r for r in rows if r["stage"] == "score"), None)
-    if score_row:  # tokens scored in total (this run and earlier ones), from the store itself
+    stage = {r["stage"]: r for r in rows}
+    if "score" in stage:  # tokens scored in total (this run and earlier ones), from the store itself
         con, _ = connect(Store(cfg.store))
-        scored_tokens = con.execute("SELECT sum(n_tokens) FROM scores WHERE scorer = ?",
-                                    [score_row["scorer_id"]]).fetchone()[0]
-        score_row["tokens"] = scored_tokens
+        stage["score"]["tokens"] = con.execute("SELECT sum(n_tokens) FROM scores WHERE scorer = ?",
+                                               [stage["score"]["scorer_id"]]).fetchone()[0]
     for r in rows:
         table.add_row(r["stage"], r["status"], "" if r.get("documents") is None else f"{r['documents']:,}",
                       "" if r.get("tokens") is None else f"{r['tokens']:,}", f"{r['seconds']:.0f}s", r["detail"])
     console.print(table)
-    export_row = next((r for r in rows if r["stage"] == "export"), None)
-    ingest_row = next((r for r in rows if r["stage"] == "ingest"), None)
     parts = []
-    if ingest_row:
-        parts.append(f"documents in {ingest_row['documents']:,}")
-    select_row = next((r for r in rows if r["stage"] == "select"), None)
-    if select_row:
-        parts.append(f"kept {select_row['documents']:,}")
-    if export_row:
-        parts.append(f"out {export_row['documents']:,} ({export_row['tokens']:,} tokens)")
+    if "ingest" in stage:
+        parts.append(f"documents in {stage['ingest']['documents']:,}")
+    if "select" in stage:
+        parts.append(f"kept {stage['select']['documents']:,}")
+    if "export" in stage:
+        parts.append(f"out {stage['export']['documents']:,} ({stage['export']['tokens']:,} tokens)")
     console.print(", ".join(parts) + f"; total time {time.time() - started:.0f}s")
-    if export_row:
-        console.print(f"training shards: [bold]{export_row['detail']}[/bold] (manifest.json lists every shard)")
+    if "export" in stage:
+        console.print(f"training shards: [bold]{stage['export']['detail']}[/bold] (manifest.json lists every shard)")
 
 
 @app.command("run")
@@ -674,9 +671,7 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
         smol = run_score_with_progress(smol_cfg)
         score_summary(smol)
         smollm2_id = smol.scorer_id
-        rows.append({"stage": "score (SmolLM2 sample)", "seconds": time.time() - t, "documents": smol.counts["selected_docs"],
-                     "tokens": None, "status": f"{smol.counts['scored_now']:,} scored, {smol.counts['already_scored']:,} already",
-                     "detail": f"scores/scorer={smollm2_id}/"})
+        rows.append({"stage": "score (SmolLM2 sample)", "seconds": time.time() - t, **score_row(smol)})
 
     console.rule("[bold]the store, in SQL")
     con, _ = connect(Store(cfg.store))
