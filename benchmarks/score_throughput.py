@@ -75,7 +75,7 @@ def main() -> int:
     import torch
     model_dir = args.model
     if model_dir is None:
-        from pipeline.models import fetch_smollm2
+        from pipeline.scoring.smollm2 import fetch_smollm2
         model_dir = str(fetch_smollm2(REPO / "models" / "smollm2-135m"))
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     docs = web_like_documents(args.docs)

@@ -27,7 +27,9 @@ def write_store(root: str, n: int, seed: int = 0) -> None:
     import pyarrow as pa
 
     import schemas
+    from pipeline.scoring.identity import ScorerIdentity
     from pipeline.store import Store
+    from schemas import sidecars
     rng = np.random.default_rng(seed)
     store = Store(root)
     ids = np.char.mod("%032x", np.arange(n))
@@ -53,7 +55,9 @@ def write_store(root: str, n: int, seed: int = 0) -> None:
                        "nll_p90": pa.nulls(n, pa.float32()), "surprise_fraction": pa.nulls(n, pa.float32()),
                        "error": pa.nulls(n, pa.string())})
     store.write_table(scores, schemas.SCORES, "scores", "scorer=s", "part-00000.parquet")
-    store.write_json({"model_name": "m"}, "scores", "scorer=s", "_scorer.json")
+    identity = ScorerIdentity(model_name="m", weights_sha256="0" * 64, tokenizer="m@0", dtype="float32",
+                              backend="torch", max_tokens=128)
+    store.write_json(sidecars.SCORER, {**identity.to_dict(), "scorer_id": "s"}, "scores", "scorer=s", "_scorer.json")
 
 
 BARE_QUERY = """
@@ -67,7 +71,7 @@ def main() -> None:
     import duckdb
 
     from pipeline.config import Config
-    from pipeline.select import run_select
+    from pipeline.selection.stage import run_select
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1_000_000)
     args = parser.parse_args()

@@ -110,10 +110,10 @@ def run(work: Path, nltk_dir: Path, n_clean: int, degraded_fraction: float, step
     """Build the corpus, run ingest, train_reference and score, then select with every band; returns
     one row per (scorer, criterion, rate) with the clean and degraded drop rates."""
     from pipeline.config import Config, apply_overrides
-    from pipeline.ingest import run_ingest
-    from pipeline.reference import run_train_reference
-    from pipeline.score import run_score
-    from pipeline.select import run_select
+    from pipeline.ingest.stage import run_ingest
+    from pipeline.train.stage import run_train_reference
+    from pipeline.scoring.stage import run_score
+    from pipeline.selection.stage import run_select
     from pipeline.spark import get_spark
 
     counts = write_corpus(work / "raw", nltk_dir, n_clean, degraded_fraction)
@@ -128,13 +128,13 @@ def run(work: Path, nltk_dir: Path, n_clean: int, degraded_fraction: float, step
         run_train_reference(cfg)
     timings["train_reference"] = time.time() - t
     t = time.time()
-    scorers = [("reference", cfg, run_score(cfg, spark).scorer_id)]
+    scorers = [("reference", cfg, run_score(cfg, spark).outputs["scorer_id"])]
     timings["score"] = time.time() - t
     if smollm2:
-        from pipeline.models import fetch_smollm2
+        from pipeline.scoring.smollm2 import fetch_smollm2
         smol = apply_overrides(cfg, {"score.model": str(fetch_smollm2(work / "smollm2")), "score.max_tokens": 64})
         t = time.time()
-        scorers.append(("SmolLM2-135M", smol, run_score(smol, spark).scorer_id))
+        scorers.append(("SmolLM2-135M", smol, run_score(smol, spark).outputs["scorer_id"]))
         timings["score SmolLM2"] = time.time() - t
     rows = []
     for label, scorer_cfg, scorer_id in scorers:

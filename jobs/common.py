@@ -7,11 +7,13 @@ import sys
 from typing import Callable
 
 
-def run_stage(doc: str, stage: Callable, result_fields: tuple[str, ...], argv: list[str] | None = None,
-              flags: tuple[str, ...] = ()) -> int:
-    """`stage(config, spark, progress=..., **flags)`; exit code 2 with one message for user errors."""
+def run_stage(doc: str, stage: Callable, argv: list[str] | None = None, flags: tuple[str, ...] = ()) -> int:
+    """`stage(config, spark, progress=..., **flags)` -> StageResult; exit code 2 with one message for
+    user errors. Progress goes to stderr; the result (run_id, counts, timings, skipped and the stage's
+    outputs) goes to stdout as JSON."""
     from pipeline.config import apply_overrides, load_config
     from pipeline.errors import UserError
+    from pipeline.run import TextOutput
     from pipeline.spark import get_spark
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -22,11 +24,12 @@ def run_stage(doc: str, stage: Callable, result_fields: tuple[str, ...], argv: l
     args = parser.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(args.config), {"spark.master": args.master})
-        result = stage(cfg, get_spark(cfg.spark),
-                       progress=lambda phase, done, total: print(f"{phase}: {done}/{total}", file=sys.stderr),
-                       **{flag: getattr(args, flag) for flag in flags})
+        with TextOutput().progress() as progress:
+            result = stage(cfg, get_spark(cfg.spark), progress=progress,
+                           **{flag: getattr(args, flag) for flag in flags})
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({name: getattr(result, name) for name in result_fields}, indent=2))
+    print(json.dumps({"stage": result.stage, "run_id": result.run_id, "counts": result.counts,
+                      "timings": result.timings, "skipped": result.skipped, **result.outputs}, indent=2, default=str))
     return 0

@@ -13,9 +13,8 @@ from jobs.common import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.export import run_export
-    return run_stage(__doc__, run_export, ("run_id", "name", "out_dir", "counts", "timings", "skipped"), argv,
-                     flags=("overwrite",))
+    from pipeline.export.stage import run_export
+    return run_stage(__doc__, run_export, argv, flags=("overwrite",))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from jobs.common import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.ingest import run_ingest
-    return run_stage(__doc__, run_ingest, ("run_id", "counts", "reasons", "timings"), argv, flags=("overwrite",))
+    from pipeline.ingest.stage import run_ingest
+    return run_stage(__doc__, run_ingest, argv, flags=("overwrite",))
 
 
 if __name__ == "__main__":

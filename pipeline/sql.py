@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pyarrow as pa
@@ -74,3 +75,22 @@ def write_result(table: pa.Table, fmt: str, output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def repl(con: duckdb.DuckDBPyConnection, show: Callable[[pa.Table], None], warn: Callable[[str], None]) -> None:
+    """Read statements (ending with ';') from standard input until EOF or .quit, showing each result."""
+    buffer = ""
+    while True:
+        try:
+            line = input("curate> " if not buffer else "   ...> ")
+        except EOFError:
+            break
+        if line.strip() in (".quit", ".exit") and not buffer:
+            break
+        buffer += line + "\n"
+        if buffer.rstrip().endswith(";"):
+            try:
+                show(query(con, buffer))
+            except UserError as e:
+                warn(str(e))
+            buffer = ""

@@ -1,24 +1,28 @@
 """The corpus store: one folder (local path or Hadoop-compatible URI) of Parquet tables.
 
-    docs/part-*.parquet                  one row per document
+    docs/part-*.parquet                  one row per document (+ _manifest.json)
     quarantine/part-*.parquet            rejected input rows with a reason
-    scores/scorer=<id>/part-*.parquet    (later stages) one table per stage, keyed by doc_id
+    scores/scorer=<id>/part-*.parquet    one table per scorer (+ _scorer.json, its identity)
+    reference_splits/model=<name>/       the documents each trained reference model saw
+    selections/<name>/part-*.parquet     kept or dropped, per document (+ _selection.json)
+    exports/<name>/                      training shards, documents.parquet, manifest.json
+    mixtures/<name>.json                 group weights an export can sample to
+    models/<name>/                       reference models trained on the store
     _runs/<stage>/<run_id>.json          run records
     _staging/<stage>/...                 finished units of work of unfinished runs (resume)
 
-Files are written to a temporary name and renamed, so a killed job never leaves a half-written
-part that a re-run would mistake for finished work.
+Tables are declared in `schemas`, JSON sidecars in `schemas.sidecars`. Files are written to a
+temporary name and renamed, so a killed job never leaves a half-written part that a re-run would
+mistake for finished work.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import subprocess
-import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -26,6 +30,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from pipeline import __version__
+from schemas.sidecars import Sidecar
 
 
 def code_version() -> str:
@@ -40,15 +45,6 @@ def code_version() -> str:
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def new_run_record(stage: str, config, inputs: list[str]) -> dict:
-    """A stage run's record (schemas.RUN_RECORD) with a fresh run_id, status running; `config` is the
-    run's pipeline Config."""
-    return {"stage": stage, "run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}",
-            "status": "running", "config": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-            "inputs": inputs, "code_version": code_version(), "started_at": utc_now(), "finished_at": None,
-            "counts": {}, "timings": {}, "error": None}
 
 
 class Store:
@@ -115,7 +111,14 @@ class Store:
     def read_table(self, *rel: str) -> pa.Table:
         return pq.read_table(self.path(*rel), filesystem=self.fs)
 
-    def write_json(self, obj, *rel: str) -> None:
+    def write_json(self, sidecar: Sidecar, obj: dict, *rel: str) -> dict:
+        """Validate `obj` against its sidecar declaration and write it atomically; returns what was
+        written (with `schema_version`)."""
+        obj = sidecar.validate(obj)
+        self._write_json(obj, rel)
+        return obj
+
+    def _write_json(self, obj: dict, rel: tuple[str, ...]) -> None:
         blob = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
 
         def write(p):
@@ -138,19 +141,13 @@ class Store:
         for key in ("counts", "timings"):
             row[key] = list((row.get(key) or {}).items())
         schemas.validate(pa.Table.from_pylist([row], schema=schemas.RUN_RECORD), schemas.RUN_RECORD)
-        self.write_json(record, "_runs", record["stage"], f"{record['run_id']}.json")
+        self._write_json(record, ("_runs", record["stage"], f"{record['run_id']}.json"))
 
-    @contextmanager
-    def recorded_run(self, record: dict) -> Iterator[dict]:
-        """Store `record` (running); an exception inside the block is recorded (failed) and re-raised."""
-        self.write_run_record(record)
-        try:
-            yield record
-        except BaseException as e:
-            record.update(status="failed", finished_at=utc_now(), error=f"{type(e).__name__}: {e}"[:2000])
-            self.write_run_record(record)
-            raise
-
-    def finish_run(self, record: dict, counts: dict, timings: dict) -> None:
-        record.update(status="finished", finished_at=utc_now(), counts=counts, timings=timings)
-        self.write_run_record(record)
+    def file_digest(self, *rel: str) -> dict:
+        """{bytes, sha256} of a file as it is on disk."""
+        h, size = hashlib.sha256(), 0
+        with self.fs.open_input_stream(self.path(*rel), compression=None) as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+                size += len(block)
+        return {"bytes": size, "sha256": h.hexdigest()}

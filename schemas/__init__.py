@@ -1,4 +1,5 @@
-"""Arrow schemas of every table in the corpus store, each with a version.
+"""Arrow schemas of every table in the corpus store, each with a version, and (in `sidecars`) the
+keys of every JSON file beside them (`from schemas import sidecars`).
 
 Writers call `validate(table, SCHEMA)` before writing; readers can rely on the columns below.
 The version lives in the schema metadata (`schema_version`), so a Parquet file says which

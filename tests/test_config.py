@@ -1,13 +1,15 @@
 import pytest
 import yaml
 
-from pipeline.config import STARTER_CONFIG, Config, apply_overrides, load_config
+from pydantic import BaseModel
+
+from pipeline.config import Config, apply_overrides, load_config, starter_config
 from pipeline.errors import UserError
 
 
 def test_starter_config_is_valid_and_matches_defaults(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(STARTER_CONFIG)
+    path.write_text(starter_config())
     cfg = load_config(path)
     defaults = Config()
     assert cfg.spark == defaults.spark
@@ -15,6 +17,25 @@ def test_starter_config_is_valid_and_matches_defaults(tmp_path):
     assert cfg.ingest.inputs[0].path == "data/raw"
     for section in ("score", "reference", "select", "export", "stages"):
         assert getattr(cfg, section) == getattr(defaults, section), section
+
+
+def test_starter_config_shows_every_field_with_its_description():
+    """Generated from the fields, so a new field cannot be missing from it."""
+    text = starter_config()
+    lines = text.splitlines()
+
+    def walk(model: BaseModel, indent: int) -> None:
+        for name, field in type(model).model_fields.items():
+            keyed = [line for line in lines if line.lstrip(" -").startswith(f"{name}:")]
+            assert keyed, f"{name} is missing from the starter config"
+            if field.description:
+                assert " ".join(field.description.split()[:4]) in " ".join(text.split()), name
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, indent + 2)
+    walk(Config(), 0)
+    for section in ("spark", "ingest", "reference", "score", "select", "export"):
+        assert f"\n{section}:\n" in text
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.config import Config
-from pipeline.demo import build_demo_corpus, demo_config
+from pipeline.demo.corpus import build_demo_corpus
+from pipeline.demo.queries import demo_config
 from pipeline.errors import UserError
 
 SMALL = 20
@@ -26,7 +27,7 @@ JUNK_HOSTS = {"boilerplate-portal.example.com", "seo-spam.example.net", "autogen
 
 def _build_in_subprocess(out_dir: Path, seed: int, max_docs: int) -> dict:
     """A build in a fresh interpreter with another hash seed: nothing may depend on process state."""
-    code = ("import json, sys; from pipeline.demo import build_demo_corpus; "
+    code = ("import json, sys; from pipeline.demo.corpus import build_demo_corpus; "
             "print(json.dumps(build_demo_corpus(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     done = subprocess.run([sys.executable, "-c", code, str(out_dir), str(seed), str(max_docs)], env=env,

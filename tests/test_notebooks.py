@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config
-from pipeline.ingest import run_ingest
+from pipeline.ingest.stage import run_ingest
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 pytestmark = pytest.mark.spark
@@ -21,7 +21,7 @@ def test_notebook_runs(spark, tmp_path, notebook, monkeypatch):
     store = tmp_path / "store"
     run_ingest(Config.model_validate({"store": str(store), "ingest": {"inputs": [str(raw)], "num_shards": 2}}),
                spark=spark)
-    from pipeline.select import run_select
+    from pipeline.selection.stage import run_select
     run_select(Config.model_validate({"store": str(store), "select": {
         "name": "long", "rules": [{"type": "where", "sql": "n_chars > 300"}]}}))
     monkeypatch.setenv("STORE", str(store))

@@ -6,6 +6,7 @@ import pytest
 import yaml
 import zstandard
 
+from schemas import sidecars
 from tests.helpers import random_texts
 from tests.test_cli import curate
 
@@ -37,6 +38,21 @@ def write_run_config(tmp_path, rate=0.5):
     return path
 
 
+def assert_sidecars_declared(store):
+    """Every JSON file the run wrote beside its tables matches its declaration in schemas.sidecars."""
+    checked = set()
+    for path in sorted(store.rglob("*.json")):
+        rel = path.relative_to(store).as_posix()
+        obj = json.loads(path.read_text())
+        if rel.startswith("_runs/") or (rel.startswith("models/") and path.name != "curate_model.json"):
+            continue  # run records are schemas.RUN_RECORD; the rest of a model folder is transformers'
+        sidecar = sidecars.MODEL_CARDS[obj["kind"]] if path.name == "curate_model.json" else sidecars.sidecar_for(rel)
+        assert sidecar is not None, f"{rel} is not declared in schemas/sidecars.py"
+        assert sidecar.validate(obj) == obj, rel
+        checked.add(sidecar.name)
+    assert {"ingest_marker", "docs_manifest", "scorer", "selection", "export_manifest", "trained_model"} <= checked
+
+
 def test_run_every_stage_then_resume_then_replace_a_changed_selection(tmp_path):
     config = write_run_config(tmp_path)
     first = curate("run", config)
@@ -52,6 +68,7 @@ def test_run_every_stage_then_resume_then_replace_a_changed_selection(tmp_path):
     assert manifest["counts"]["docs"] == selection["counts"]["kept"] > 0
     assert manifest["counts"]["shards"] > 1
     assert f"out {manifest['counts']['docs']:,} ({manifest['counts']['tokens']:,} tokens)" in out
+    assert_sidecars_declared(tmp_path / "store")
 
     again = curate("run", config)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -1,10 +1,10 @@
-import json
 
 import pyarrow as pa
 import pytest
 
 import schemas
-from pipeline.store import Store, code_version, new_run_record, utc_now
+from pipeline.store import Store, code_version, utc_now
+from schemas import sidecars
 
 
 def test_every_schema_is_versioned():
@@ -47,22 +47,24 @@ def test_store_writes_atomically_and_validates_run_records(tmp_path):
         store.write_run_record({**record, "run_id": "r2", "status": None})
 
 
-def test_recorded_run_marks_a_failed_block_and_finish_run_a_finished_one(tmp_path):
-    from pipeline.config import Config
+def test_sidecars_refuse_missing_and_unknown_keys_and_carry_their_version(tmp_path):
     store = Store(tmp_path / "s")
-    config = Config.model_validate({"store": str(tmp_path / "s")})
-    failing = new_run_record("score", config, ["docs"])
-    with pytest.raises(ValueError, match="bad input"):
-        with store.recorded_run(failing):
-            assert store.run_record("score", failing["run_id"])["status"] == "running"
-            raise ValueError("bad input")
-    stored = store.run_record("score", failing["run_id"])
-    assert stored["status"] == "failed" and stored["error"] == "ValueError: bad input" and stored["finished_at"]
+    fingerprint = {"fingerprint": "ab12", "config": {"format": "parquet"}}
+    written = store.write_json(sidecars.EXPORT_FINGERPRINT, fingerprint, "exports", "x", "_export.json")
+    assert written == {**fingerprint, "schema_version": 1} == store.read_json("exports", "x", "_export.json")
+    with pytest.raises(sidecars.SidecarError, match=r"missing keys \['config'\]"):
+        store.write_json(sidecars.EXPORT_FINGERPRINT, {"fingerprint": "ab12"}, "exports", "x", "_export.json")
+    with pytest.raises(sidecars.SidecarError, match=r"unknown keys \['extra'\]"):
+        sidecars.EXPORT_FINGERPRINT.validate({**fingerprint, "extra": 1})
+    assert sidecars.MIXTURE.validate({"weights": {"a": 1}}) == {"weights": {"a": 1}, "schema_version": 1}
+    assert store.read_json("exports", "x", "_export.json") == written      # a refused write leaves the file
 
-    ok = new_run_record("score", config, ["docs"])
-    assert ok["run_id"] != failing["run_id"]
-    with store.recorded_run(ok):
-        store.finish_run(ok, {"docs": 2}, {"total_s": 0.5})
-    stored = store.run_record("score", ok["run_id"])
-    assert (stored["status"], stored["counts"], stored["timings"]) == ("finished", {"docs": 2}, {"total_s": 0.5})
-    assert json.loads(stored["config"])["store"] == str(tmp_path / "s")
+
+def test_every_store_sidecar_is_found_by_its_path():
+    paths = {"_staging/ingest/0123abcd.json": "ingest_marker", "docs/_manifest.json": "docs_manifest",
+             "scores/scorer=abc/_scorer.json": "scorer", "selections/med/_selection.json": "selection",
+             "exports/e/_export.json": "export_fingerprint", "exports/e/_shards/shard-00001.json": "export_shard",
+             "exports/e/manifest.json": "export_manifest", "mixtures/m.json": "mixture"}
+    assert {p: sidecars.sidecar_for(p).name for p in paths} == paths
+    assert sidecars.sidecar_for("docs/part-00000.parquet") is None
+    assert {s.name for s in sidecars.STORE_SIDECARS} == set(paths.values())

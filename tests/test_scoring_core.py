@@ -7,8 +7,9 @@ import pyarrow as pa
 import pytest
 
 import schemas
-from pipeline.scoring.core import (EncodedDoc, ScorerIdentity, encode, error_row, length_sorted_batches,
-                                   plan_windows, score_row, scored_bytes)
+from pipeline.scoring.core import (EncodedDoc, encode, error_row, length_sorted_batches, plan_windows, score_row,
+                                   scored_bytes)
+from pipeline.scoring.identity import ScorerIdentity
 
 IDENTITY = ScorerIdentity(model_name="m", weights_sha256="ab" * 32, tokenizer="m@0123", dtype="float32",
                           backend="torch", max_tokens=8, truncation="first_n", code_version="0.1.0")

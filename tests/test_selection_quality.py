@@ -12,10 +12,10 @@ def band_drop_rates(tmp_path, spark, nltk_dir, cfg: dict, n_clean: int, train_re
     """Build the corpus, run ingest (+ train_reference) + score, select with each band at 50%; returns
     {criterion: drop rates by kind}."""
     from pipeline.config import Config
-    from pipeline.ingest import run_ingest
-    from pipeline.reference import run_train_reference
-    from pipeline.score import run_score
-    from pipeline.select import run_select
+    from pipeline.ingest.stage import run_ingest
+    from pipeline.train.stage import run_train_reference
+    from pipeline.scoring.stage import run_score
+    from pipeline.selection.stage import run_select
 
     counts = write_corpus(tmp_path / "raw", nltk_dir, n_clean=n_clean, degraded_fraction=0.25, seed=1,
                           kinds=("char_noise", "word_shuffle"))

@@ -15,15 +15,15 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pipeline.errors import UserError  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from pipeline.config import ReferenceConfig  # noqa: E402
+from pipeline.hashing import reference_split_key  # noqa: E402
 from pipeline.train.reference import (  # noqa: E402
-    ReferenceConfig,
     encode_documents,
-    load_reference_texts,
     lr_at,
     mean_token_nll,
     pack_sequences,
-    reference_key,
     split_reference,
     train_reference,
     train_tokenizer,
@@ -96,18 +96,11 @@ def test_split_reference_is_deterministic_order_independent_and_sized():
     assert len(at_least) == 2000 and chosen <= at_least
     assert split_reference(ids[:10], 0.1, seed=3, min_docs=1000) == set(ids[:10])
     # the row-by-row rule a Spark task can apply
-    assert chosen == {d for d in ids if reference_key(d, 3) < fraction}
-
-
-def test_load_reference_texts_orders_by_doc_id():
-    import pyarrow as pa
-
-    table = pa.table({"doc_id": ["c", "a", "b", "d"], "text": ["C", "A", "B", "D"]})
-    assert load_reference_texts(table, {"d", "a", "c"}) == ["A", "C", "D"]
+    assert chosen == {d for d in ids if reference_split_key(d, 3) < fraction}
 
 
 def test_config_rejects_small_heads_and_lr_schedule_shape():
-    with pytest.raises(UserError, match="head_dim"):
+    with pytest.raises(ValidationError, match="head_dim"):
         ReferenceConfig(hidden_size=64, num_heads=4)
     config = ReferenceConfig(lr=1.0, min_lr_ratio=0.1, warmup_steps=10)
     lrs = [lr_at(s, 100, config) for s in range(100)]

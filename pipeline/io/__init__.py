@@ -43,3 +43,17 @@ class InputFile:
     @property
     def fingerprint(self) -> str:
         return f"{self.size}:{self.mtime_ns}"
+
+
+Record = RawDoc | Rejected
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def file_magic(path: str) -> bytes:
+    """The first 4 bytes of a file: how compressed input is recognised whatever its name."""
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
+def is_gzip(path: str) -> bool:
+    return file_magic(path).startswith(GZIP_MAGIC)

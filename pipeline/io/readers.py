@@ -24,22 +24,17 @@ from pathlib import Path
 
 import zstandard
 
+import schemas
 from pipeline.config import FieldMapping, InputSpec
 from pipeline.errors import UserError
-from pipeline.io import InputFile, RawDoc, Rejected
-from pipeline.io.html import decode_payload, html_to_text
+from pipeline.io import GZIP_MAGIC, InputFile, RawDoc, Record, Rejected, file_magic
+from pipeline.io.warc import read_warc, read_wet
 
-Record = RawDoc | Rejected
-
-RAW_CAP = 16 * 1024             # bytes of an offending line/payload kept in a Rejected
 PARQUET_BATCH_ROWS = 1024
-GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 ACCEPTED_EXTENSIONS = (".jsonl .json .ndjson (each optionally .gz or .zst), .parquet, .warc, .warc.gz, "
                        ".wet, .wet.gz, .warc.wet.gz, or a datasets save_to_disk folder")
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-TEXT_TYPES = HTML_TYPES + ("text/plain",)
 HF_BUILDER_BY_SUFFIX = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
                         ".txt": "text", ".parquet": "parquet", ".arrow": "arrow"}
 
@@ -194,12 +189,7 @@ def _row_to_doc(row: dict, fields: FieldMapping, f: InputFile, offset: int, raw:
 
 def _row_bytes(row: dict) -> bytes:
     """A row as JSON bytes, for the quarantine's raw column."""
-    return json.dumps(row, default=str, ensure_ascii=False).encode("utf-8")[:RAW_CAP]
-
-
-def _magic(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(4)
+    return json.dumps(row, default=str, ensure_ascii=False).encode("utf-8")[:schemas.MAX_RAW_BYTES]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +247,7 @@ def _open_lines(path: str) -> tuple[io.BufferedIOBase, str | None]:
 
     Compression is told by the magic bytes, not the name, so a mislabelled file still reads.
     """
-    magic = _magic(path)
+    magic = file_magic(path)
     if magic.startswith(GZIP_MAGIC):
         return gzip.open(path, "rb"), "gzip"
     if magic == ZSTD_MAGIC:
@@ -292,7 +282,7 @@ def read_jsonl(f: InputFile) -> Iterator[Record]:
 
 def _parse_json_line(line: bytes, line_no: int, fields: FieldMapping, f: InputFile) -> Record:
     """One non-blank JSONL line to a RawDoc or a Rejected."""
-    raw = line[:RAW_CAP]
+    raw = line[:schemas.MAX_RAW_BYTES]
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -336,122 +326,6 @@ def read_parquet(f: InputFile) -> Iterator[Record]:
                     row_index += 1
         except Exception as e:  # a damaged page or row group
             yield Rejected(f.path, "corrupt_file", f"unreadable from row {row_index} on: {e}", row_index, f.format)
-
-
-# ---------------------------------------------------------------------------------------------
-# WARC and WET
-# ---------------------------------------------------------------------------------------------
-
-def read_warc(f: InputFile) -> Iterator[Record]:
-    """HTML and plain-text `response` records; the text is extracted from the HTML."""
-    yield from _read_archive(f, _warc_record)
-
-
-def read_wet(f: InputFile) -> Iterator[Record]:
-    """`conversion` records of a WET file, whose payload already is the page's text."""
-    yield from _read_archive(f, _wet_record)
-
-
-def _read_archive(f: InputFile, to_record) -> Iterator[Record]:
-    """Walk a WARC/WET file with warcio and report truncation, which warcio itself does not.
-
-    warcio ends iteration quietly on a truncated or damaged file, so three checks: a record whose
-    block is shorter than its Content-Length, a stream that stops before the end of the file
-    (bytes that could not be read as records), and a last gzip member without its trailer.
-    """
-    from warcio.archiveiterator import WARCIterator
-
-    compressed = _magic(f.path).startswith(GZIP_MAGIC)
-    file_size = os.path.getsize(f.path)
-    broken = "corrupt_compression" if compressed else "corrupt_file"
-    end, last_offset = 0, None   # where the last good record ends and starts
-    with open(f.path, "rb") as fh:
-        records = WARCIterator(fh)  # not ArchiveIterator: it would take any text line for an ARC record
-        try:
-            for record in records:
-                payload = record.content_stream().read()
-                offset = records.get_record_offset()  # also drains the rest of the record
-                missing = getattr(record.raw_stream, "limit", 0)
-                if missing > 0:
-                    yield Rejected(f.path, broken, f"record at byte {offset} is cut short ({missing} bytes "
-                                   "missing): file truncated?", offset, f.format, payload[:RAW_CAP])
-                    return
-                end, last_offset = records.offset, offset
-                yield to_record(record, payload, offset, f)
-        except Exception as e:  # warcio's ArchiveLoadFailed, StatusAndHeadersParserException, ...
-            yield Rejected(f.path, broken, f"unreadable from byte {end} on: {type(e).__name__}: {e}", end, f.format)
-            return
-    if end < file_size:
-        yield Rejected(f.path, broken, f"only the first {end} of {file_size} bytes could be read as "
-                       "records: file truncated or damaged", end, f.format)
-    elif compressed and last_offset is not None and not _gzip_member_complete(f.path, last_offset):
-        yield Rejected(f.path, broken, f"the gzip member at byte {last_offset} has no end-of-stream "
-                       "trailer: file truncated?", last_offset, f.format)
-
-
-def _gzip_member_complete(path: str, offset: int) -> bool:
-    """Whether the gzip member starting at `offset` ends properly.
-
-    warcio does not notice a member that lacks its 8-byte CRC/size trailer (a file cut by a few
-    bytes), so the last member, one record, is decompressed again to check.
-    """
-    decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)  # | 16: expect a gzip header
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        try:
-            while not decompressor.eof and (chunk := fh.read(1 << 16)):
-                decompressor.decompress(chunk)
-        except zlib.error:
-            return False
-    return decompressor.eof
-
-
-def _record_meta(record, content_type: str | None) -> dict:
-    headers = record.rec_headers
-    return {"warc_record_id": headers.get_header("WARC-Record-ID"),
-            "warc_date": headers.get_header("WARC-Date"),
-            "content_type": content_type}
-
-
-def _warc_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
-    """One WARC record to a RawDoc (an HTML/text response) or a Rejected."""
-    raw = payload[:RAW_CAP]
-    if record.rec_type != "response":
-        return Rejected(f.path, "warc_not_response", f"WARC record of type {record.rec_type} is not a response",
-                        offset, f.format, raw)
-    headers = record.http_headers or record.rec_headers  # non-HTTP responses (dns:) have no HTTP headers
-    content_type = headers.get_header("Content-Type")
-    mime = (content_type or "").split(";")[0].strip().lower()
-    if mime not in TEXT_TYPES:
-        return Rejected(f.path, "unsupported_content_type", f"content type {content_type!r} is not HTML or text",
-                        offset, f.format, raw)
-    text = decode_payload(payload, content_type)
-    if mime in HTML_TYPES:
-        text = html_to_text(text)
-    if not text.strip():
-        return Rejected(f.path, "missing_text", "response has no extractable text", offset, f.format, raw)
-    return RawDoc(text=text, source_file=f.path, source_offset=offset, source_format=f.format,
-                  url=record.rec_headers.get_header("WARC-Target-URI"),
-                  source_id=record.rec_headers.get_header("WARC-Record-ID"),
-                  metadata=_record_meta(record, content_type))
-
-
-def _wet_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
-    """One WET record to a RawDoc (a conversion) or a Rejected."""
-    raw = payload[:RAW_CAP]
-    if record.rec_type != "conversion":
-        return Rejected(f.path, "warc_not_response", f"WET record of type {record.rec_type} is not a conversion",
-                        offset, f.format, raw)
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return Rejected(f.path, "invalid_utf8", f"conversion payload is not valid UTF-8: {e}", offset, f.format, raw)
-    if not text.strip():
-        return Rejected(f.path, "missing_text", "conversion record has no text", offset, f.format, raw)
-    return RawDoc(text=text, source_file=f.path, source_offset=offset, source_format=f.format,
-                  url=record.rec_headers.get_header("WARC-Target-URI"),
-                  source_id=record.rec_headers.get_header("WARC-Record-ID"),
-                  metadata=_record_meta(record, record.rec_headers.get_header("Content-Type")))
 
 
 # ---------------------------------------------------------------------------------------------

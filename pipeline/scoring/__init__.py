@@ -1,20 +1,11 @@
-"""Perplexity scoring: a pure core (`core`) and thin engines around it.
+"""Perplexity scoring: every document's likelihood under one reference model.
 
-`TorchEngine` (transformers on torch) lives in `pipeline.scoring.torch_engine` and is imported
-from there, so this package imports without the optional `torch` extra.
+    identity.py      what identifies a scorer (model, tokenizer, dtype, windows) and the engine defaults
+    core.py          the pure core: windows, tokenization, score rows, batching
+    engines.py       pick an engine by name (torch_engine.py, vllm_engine.py: thin shells around core)
+    service.py       the scoring service (`curate serve`); client.py its HTTP client
+    smollm2.py       SmolLM2-135M from its wheel, as a Hugging Face directory
+    stage.py         the score stage: Spark -> an engine per worker or the service -> scores/scorer=<id>/
+
+Engines import torch or vLLM, which are optional extras: import them from their modules.
 """
-from pipeline.scoring.core import (
-    EncodedDoc,
-    ScorerIdentity,
-    encode,
-    error_row,
-    length_sorted_batches,
-    plan_windows,
-    score_row,
-    scored_bytes,
-)
-
-__all__ = [
-    "EncodedDoc", "ScorerIdentity", "encode", "error_row", "length_sorted_batches",
-    "plan_windows", "score_row", "scored_bytes",
-]

@@ -22,7 +22,7 @@ import httpx
 
 from pipeline.errors import UserError
 from pipeline.scoring import core
-from pipeline.scoring.core import ScorerIdentity
+from pipeline.scoring.identity import ScorerIdentity
 
 MAX_BACKOFF_S = 30.0
 
@@ -122,7 +122,7 @@ class ScoringClient:
     # ------------------------------------------------------------------ internals
 
     def _score_batch(self, batch: list[tuple[str, str]]) -> list[dict]:
-        body = {"documents": [{"doc_id": d, "text": t} for d, t in batch], "return_token_nlls": False}
+        body = {"documents": [{"doc_id": d, "text": t} for d, t in batch]}
         rows = self._request("POST", "/v1/score", json=body)["rows"]
         if [r["doc_id"] for r in rows] != [d for d, _ in batch]:
             raise UserError(f"scoring service at {self.base_url} answered {len(rows)} rows for "

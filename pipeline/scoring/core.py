@@ -1,4 +1,4 @@
-"""The pure core of perplexity scoring: scorer identity, window plans, score rows, batching.
+"""The pure core of perplexity scoring: window plans, tokenization, score rows, batching.
 
 No torch, no HTTP: engines (`torch_engine`, the vLLM engine) tokenize, run a model to get the
 negative log-likelihood (NLL, natural log) of every predicted token, and hand the arrays to the
@@ -10,73 +10,14 @@ tokens has L - 1 predictable positions; a document is `too_short` when it has no
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 import schemas
-
-TRUNCATIONS = ("first_n", "sliding")
-BACKENDS = ("torch", "vllm")
-
-
-@dataclass(frozen=True)
-class ScorerIdentity:
-    """Everything that changes a document's score; `scorer_id` names the scores/ partition.
-
-    `stride` only matters for sliding windows and is stored as None for first_n, so two first_n
-    scorers that differ only in an unused stride share one id. `code_version` is recorded but kept
-    out of the id: a refactor that does not change the numbers must not orphan old scores.
-    """
-    model_name: str
-    weights_sha256: str
-    tokenizer: str                      # name@hash of the tokenizer files (includes its BOS choice)
-    dtype: str                          # float32 | bfloat16 | float16
-    backend: Literal["torch", "vllm"]
-    max_tokens: int                     # the window length in tokens, BOS included
-    truncation: Literal["first_n", "sliding"] = "first_n"
-    stride: int | None = None           # sliding only: how far each window advances
-    code_version: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        validate_truncation(self.max_tokens, self.truncation, self.stride)
-        if self.truncation == "first_n":
-            object.__setattr__(self, "stride", None)
-
-    @property
-    def scorer_id(self) -> str:
-        """16 hex digits of sha256 over the canonical JSON of every field but code_version."""
-        fields = {k: v for k, v in asdict(self).items() if k != "code_version"}
-        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    @property
-    def truncation_label(self) -> str:
-        """`first_n:<max_tokens>` or `sliding:<max_tokens>:<stride>`, as in the scores table."""
-        if self.truncation == "first_n":
-            return f"first_n:{self.max_tokens}"
-        return f"sliding:{self.max_tokens}:{self.stride}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The full identity, for `scores/scorer=<id>/_scorer.json`."""
-        return {**asdict(self), "scorer_id": self.scorer_id, "truncation_label": self.truncation_label}
-
-
-def validate_truncation(max_tokens: int, truncation: str, stride: int | None) -> None:
-    if truncation not in TRUNCATIONS:
-        raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
-    if max_tokens < 2:
-        raise ValueError(f"max_tokens must be >= 2 (one context token and one predicted), got {max_tokens}")
-    # stride < max_tokens: every later window needs at least one token of context before the
-    # first token it scores (context = max_tokens - stride).
-    if truncation == "sliding" and (stride is None or not 1 <= stride < max_tokens):
-        raise ValueError(f"sliding windows need 1 <= stride < max_tokens ({max_tokens}), got {stride}")
+from pipeline.scoring.identity import ScorerIdentity, validate_truncation
 
 
 # --------------------------------------------------------------------------- windows

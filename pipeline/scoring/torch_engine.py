@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import models
 from pipeline.errors import UserError
 from pipeline.scoring import core
+from pipeline.scoring.identity import engine_settings, scorer_identity
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,20 +39,14 @@ class TorchEngine:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None,
-                 max_tokens: int = 1024, truncation: str = "first_n", stride: int = 512,
+                 max_tokens: int | None = None, truncation: str = "first_n", stride: int = 512,
                  token_budget: int = 16384, ce_chunk: int = 2048, num_threads: int | None = None):
         from transformers import AutoModelForCausalLM
 
         self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise UserError(f"{self.model_dir}: not a model directory (no config.json); "
-                            "`curate model fetch-smollm2 DIR` writes one")
+        dtype, max_tokens = engine_settings(self.model_dir, device, dtype, max_tokens, truncation, stride)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device {device!r} requested but torch sees no CUDA GPU")
-        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-        if dtype not in _DTYPES:
-            raise UserError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        core.validate_truncation(max_tokens, truncation, stride)
         if device == "cpu":
             # torch's default may count hyperthreads or the host, not this container's CPUs.
             torch.set_num_threads(num_threads or available_cpus())
@@ -72,7 +66,7 @@ class TorchEngine:
         self.body = model.base_model
         self.lm_head = model.get_output_embeddings()
 
-        self.identity = models.scorer_identity(self.model_dir, "torch", dtype, max_tokens, truncation, stride)
+        self.identity = scorer_identity(self.model_dir, "torch", dtype, max_tokens, truncation, stride)
 
     # ------------------------------------------------------------------ public
 

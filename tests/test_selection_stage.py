@@ -7,10 +7,13 @@ import pytest
 
 import schemas
 from pipeline.config import Config
+from pipeline.scoring.identity import ScorerIdentity
 from pipeline.errors import UserError
-from pipeline.select import parse_rule, run_select
+from pipeline.selection.rules import parse_rule
+from pipeline.selection.stage import run_select
 from pipeline.sql import connect
 from pipeline.store import Store
+from schemas import sidecars
 
 DOMAINS = ["news.org", "blog.net", "shop.com"]
 
@@ -42,7 +45,10 @@ def write_store(root, n=300, seed=0, scorers=("aaaa000000000001",)):
                          "surprise_fraction": None, "error": error})
         store.write_table(pa.Table.from_pylist(rows, schema=schemas.SCORES), schemas.SCORES,
                           "scores", f"scorer={sid}", "part-00000.parquet")
-        store.write_json({"model_name": f"model-{k}"}, "scores", f"scorer={sid}", "_scorer.json")
+        identity = ScorerIdentity(model_name=f"model-{k}", weights_sha256="0" * 64, tokenizer=f"model-{k}@0",
+                                  dtype="float32", backend="torch", max_tokens=128)
+        store.write_json(sidecars.SCORER, {**identity.to_dict(), "scorer_id": sid}, "scores", f"scorer={sid}",
+                         "_scorer.json")
     split = ids[::10]
     store.write_table(pa.table({"doc_id": split, "model_name": ["ref"] * len(split),
                                 "heldout": [j % 3 == 0 for j in range(len(split))]}),
@@ -67,7 +73,7 @@ def test_medium_band_writes_every_document_with_a_reason_and_duckdb_thresholds(t
     assert {rows[d]["reason"] for i, d in enumerate(ids) if i % 50 == 7 and d not in trained} == {"no_score"}
 
     manifest = store.read_json("selections", "mid", "_selection.json")
-    assert manifest["selection_id"] == result.selection_id and manifest["scorer_id"] == "aaaa000000000001"
+    assert manifest["selection_id"] == result.outputs["selection_id"] and manifest["scorer_id"] == "aaaa000000000001"
     con, _ = connect(store)
     lo, hi, n = con.execute("""
         SELECT quantile_cont(s.perplexity, 0.25), quantile_cont(s.perplexity, 0.75), count(*)
@@ -81,7 +87,7 @@ def test_medium_band_writes_every_document_with_a_reason_and_duckdb_thresholds(t
     by_reason = dict(con.execute("SELECT coalesce(reason, 'kept'), count(*) FROM selections "
                                  "WHERE selection = 'mid' GROUP BY ALL").fetchall())
     assert by_reason["kept"] == len(kept) and sum(by_reason.values()) == len(ids)
-    assert result.report.to_pylist()[-1]["docs"] == len(ids)
+    assert result.outputs["report"].to_pylist()[-1]["docs"] == len(ids)
 
 
 def test_rules_combine_per_group_with_sql_over_the_store(tmp_path):
@@ -111,7 +117,7 @@ def test_rerun_is_a_no_op_and_a_changed_selection_needs_overwrite(tmp_path):
     with pytest.raises(UserError, match="--overwrite"):
         run_select(changed)
     again = run_select(changed, overwrite=True)
-    assert again.selection_id != first.selection_id and not again.skipped
+    assert again.outputs["selection_id"] != first.outputs["selection_id"] and not again.skipped
     assert again.counts["kept"] > first.counts["kept"]
 
 
@@ -119,8 +125,8 @@ def test_dry_run_and_sweep_write_nothing(tmp_path):
     store, _, _ = write_store(tmp_path)
     cfg = config(tmp_path, name="what-if", rules=[{"type": "band", "criterion": "low", "rate": 0.5}])
     result = run_select(cfg, dry_run=True)
-    assert not store.exists("selections", "what-if") and not result.written
-    sweep = run_select(cfg, sweep=(["low", "medium", "high"], [0.25, 0.75])).report.to_pylist()
+    assert not store.exists("selections", "what-if") and not result.outputs["written"]
+    sweep = run_select(cfg, sweep=(["low", "medium", "high"], [0.25, 0.75])).outputs["report"].to_pylist()
     assert [(r["criterion"], r["rate"]) for r in sweep] == [(c, r) for c in ("low", "medium", "high")
                                                             for r in (0.25, 0.75)]
     assert sweep[0]["kept"] < sweep[1]["kept"]
@@ -133,7 +139,7 @@ def test_scorer_choice_and_clear_errors(tmp_path):
     band = [{"type": "band", "criterion": "low", "rate": 0.5}]
     with pytest.raises(UserError, match="set select.scorer"):
         run_select(config(tmp_path, rules=band))
-    assert run_select(config(tmp_path, scorer="model-1", rules=band), dry_run=True).scorer_id == "bbbb000000000002"
+    assert run_select(config(tmp_path, scorer="model-1", rules=band), dry_run=True).outputs["scorer_id"] == "bbbb000000000002"
     with pytest.raises(UserError, match="has no scores"):
         run_select(config(tmp_path, scorer="nope", rules=band))
     with pytest.raises(UserError, match="unknown column"):
@@ -166,7 +172,7 @@ def test_parse_rule_and_the_cli(tmp_path):
 
 
 def test_group_report_counts_match_plain_loops():
-    from pipeline.select import group_report
+    from pipeline.selection.report import group_report
     rng = np.random.default_rng(5)
     n = 2000
     groups = rng.choice(["a", "b", "c", None], n, p=[0.5, 0.3, 0.15, 0.05]).astype(object)

@@ -1,7 +1,9 @@
 """Selection rules: pure functions of score arrays that say which documents to keep.
 
 Everything here takes numpy arrays and returns masks, probabilities or thresholds; the select stage
-(`pipeline.select`) loads the scores and applies these per threshold group.
+(`pipeline.selection.stage`) loads the scores and applies these per threshold group. Each kind of
+score rule is one entry of `SCORE_RULES` (its command-line form, its label and how it decides);
+its settings are a pydantic model in `pipeline.config` (`SelectionRule`).
 
 Percentiles are exact, with linear interpolation between order statistics (numpy's default and
 DuckDB's `quantile_cont`), so a threshold recorded with a selection can be reproduced in SQL.
@@ -11,10 +13,15 @@ and `high` at rate 1 - r never both keep a document and together keep all of the
 """
 from __future__ import annotations
 
-import hashlib
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from pipeline.config import apply_overrides
+from pipeline.errors import UserError
+from pipeline.hashing import seeded_uniforms
 
 CCNET_BUCKETS = ("head", "middle", "tail")
 
@@ -108,17 +115,6 @@ def solve_keep_factor(weights: np.ndarray, rate: float) -> float:
     return math.inf  # every non-zero weight saturated
 
 
-def uniform_draws(doc_ids, seed: int | str) -> np.ndarray:
-    """One uniform number in [0, 1) per document from a hash of (seed, doc_id): the same document
-    gets the same draw in every run and in any order or partitioning."""
-    out = np.empty(len(doc_ids), dtype=float)
-    prefix = f"{seed}:".encode()
-    for i, doc_id in enumerate(doc_ids):
-        digest = hashlib.blake2b(prefix + doc_id.encode(), digest_size=8).digest()
-        out[i] = (int.from_bytes(digest, "little") >> 11) / 2.0 ** 53
-    return out
-
-
 def bertin_keep_probability(ppl: np.ndarray, method: str, rate: float, width: float = 4.5) -> tuple[np.ndarray, dict]:
     """Per-document keep probability of BERTIN sampling at expected rate `rate`, plus the
     quartiles and the solved factor (recorded with the selection)."""
@@ -141,43 +137,85 @@ GLOBAL = "(all)"            # the threshold group of a rule without `by`
 SMALL_GROUPS = "(global)"   # groups under min_group_docs use thresholds of all documents together
 
 
-def rule_label(rule) -> str:
-    """A short name for a rule, used in reasons and reports: band:medium@0.5, percentile:10-60, ..."""
-    if rule.type == "where":
-        return "where"
-    if rule.type == "band":
-        return f"band:{rule.criterion}@{rule.rate:g}"
-    if rule.type == "percentile":
-        return f"percentile:{rule.lower:g}-{rule.upper:g}"
-    if rule.type == "ccnet":
-        return "ccnet:" + "+".join(rule.keep)
-    return f"bertin:{rule.method}@{rule.rate:g}"
-
-
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None  # JSON has no infinity: an open end is null
 
 
-def score_rule_on_group(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Apply one score rule to one threshold group: (keep mask, reason per dropped doc, thresholds)."""
-    label = rule_label(rule)
-    if rule.type in ("band", "percentile"):
-        lower, upper = band_percentiles(rule.criterion, rule.rate) if rule.type == "band" else (rule.lower, rule.upper)
-        lo, hi = percentile_bounds(values, lower, upper)
-        keep = in_range(values, lo, hi)
-        reasons = np.where(values <= lo, f"{label}:below", f"{label}:above")
-        return keep, reasons, {"lower": _finite(lo), "upper": _finite(hi)}
-    if rule.type == "ccnet":
-        buckets, head_max, middle_max = ccnet_buckets(values, rule.cuts)
-        keep = np.isin(buckets, [CCNET_BUCKETS.index(b) for b in rule.keep])
-        reasons = np.array([f"ccnet:{b}" for b in CCNET_BUCKETS], dtype=object)[buckets]
-        return keep, reasons, {"head_max": head_max, "middle_max": middle_max}
-    if rule.type == "bertin":
-        prob, info = bertin_keep_probability(values, rule.method, rule.rate, rule.width)
-        keep = uniform_draws(doc_ids, draw_seed) < prob
-        return keep, np.full(len(values), f"{label}:not_drawn", dtype=object), \
-            {k: _finite(v) for k, v in info.items()} | {"expected_kept": float(prob.sum())}
-    raise ValueError(f"not a score rule: {rule.type}")
+# -- the kinds of score rule -------------------------------------------------------------------------
+# Each returns, for one threshold group: (keep mask, reason per document, thresholds to record).
+def _keep_range(label: str, values: np.ndarray, lower: float, upper: float) -> tuple:
+    lo, hi = percentile_bounds(values, lower, upper)
+    reasons = np.where(values <= lo, f"{label}:below", f"{label}:above")
+    return in_range(values, lo, hi), reasons, {"lower": _finite(lo), "upper": _finite(hi)}
+
+
+def _band(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+    return _keep_range(SCORE_RULES["band"].label(rule), values, *band_percentiles(rule.criterion, rule.rate))
+
+
+def _percentile(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+    return _keep_range(SCORE_RULES["percentile"].label(rule), values, rule.lower, rule.upper)
+
+
+def _ccnet(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+    buckets, head_max, middle_max = ccnet_buckets(values, rule.cuts)
+    keep = np.isin(buckets, [CCNET_BUCKETS.index(b) for b in rule.keep])
+    reasons = np.array([f"ccnet:{b}" for b in CCNET_BUCKETS], dtype=object)[buckets]
+    return keep, reasons, {"head_max": head_max, "middle_max": middle_max}
+
+
+def _bertin(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+    prob, info = bertin_keep_probability(values, rule.method, rule.rate, rule.width)
+    keep = seeded_uniforms(doc_ids, draw_seed) < prob
+    reasons = np.full(len(values), f"{SCORE_RULES['bertin'].label(rule)}:not_drawn", dtype=object)
+    return keep, reasons, {k: _finite(v) for k, v in info.items()} | {"expected_kept": float(prob.sum())}
+
+
+@dataclass(frozen=True)
+class RuleKind:
+    """One kind of score rule: its command-line arguments (`band:medium:0.5` fills criterion, rate),
+    its label in reasons and reports, and `apply(rule, values, doc_ids, draw_seed)` on one group."""
+    arguments: tuple[str, ...]
+    label: Callable
+    apply: Callable
+    example: str
+
+
+SCORE_RULES: dict[str, RuleKind] = {
+    "band": RuleKind(("criterion", "rate"), lambda r: f"band:{r.criterion}@{r.rate:g}", _band, "band:medium:0.5"),
+    "percentile": RuleKind(("lower", "upper"), lambda r: f"percentile:{r.lower:g}-{r.upper:g}", _percentile,
+                           "percentile:10:60"),
+    "ccnet": RuleKind(("keep",), lambda r: "ccnet:" + "+".join(r.keep), _ccnet, "ccnet:head+middle"),
+    "bertin": RuleKind(("method", "rate"), lambda r: f"bertin:{r.method}@{r.rate:g}", _bertin,
+                       "bertin:gaussian:0.5"),
+}
+LIST_ARGUMENTS = ("keep", "cuts")  # given as a+b on the command line
+
+
+def rule_label(rule) -> str:
+    """A short name for a rule, used in reasons and reports: band:medium@0.5, percentile:10-60, ..."""
+    return "where" if rule.type == "where" else SCORE_RULES[rule.type].label(rule)
+
+
+def parse_rule(text: str) -> dict:
+    """A score rule from its command-line form, `<type>:<arguments>` then `:key=value` options:
+    `band:medium:0.5:by=domain`, `percentile:10:60:score=bits_per_byte`, `ccnet:head+middle:cuts=30+60`,
+    `bertin:gaussian:0.5:width=4.5`. The dict is validated as a config rule."""
+    kind, *parts = text.split(":")
+    if kind not in SCORE_RULES:
+        raise UserError(f"--rule {text!r}: the rule type must be one of {', '.join(SCORE_RULES)} "
+                        f"(SQL predicates go in --where)")
+    arguments = SCORE_RULES[kind].arguments
+    rule: dict = {"type": kind}
+    values = [p for p in parts if "=" not in p]
+    if len(values) > len(arguments):
+        raise UserError(f"--rule {text!r}: {kind} takes {':'.join(arguments)} then key=value options")
+    rule.update(zip(arguments, values))
+    rule.update(p.split("=", 1) for p in parts if "=" in p)
+    for key in LIST_ARGUMENTS:
+        if key in rule:
+            rule[key] = rule[key].split("+")
+    return rule
 
 
 def group_indexes(groups: np.ndarray | None, n: int, min_group_docs: int) -> list[tuple[str, np.ndarray]]:
@@ -234,8 +272,8 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
         record.update(score=rule.score, by=rule.by, no_score=int(len(unscored)), groups={})
         covered = np.zeros(len(active), dtype=bool)
         for name, positions in group_indexes(groups, len(active), rule.min_group_docs):
-            keep, reasons, info = score_rule_on_group(rule, values[positions], doc_ids[active[positions]],
-                                                      f"{seed}:{i}:{name}")
+            keep, reasons, info = SCORE_RULES[rule.type].apply(rule, values[positions], doc_ids[active[positions]],
+                                                               f"{seed}:{i}:{name}")
             if name == SMALL_GROUPS:  # thresholds of everything, applied to the small groups only
                 mine = ~covered[positions]
                 positions, keep, reasons = positions[mine], keep[mine], reasons[mine]
@@ -246,3 +284,15 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
             record["groups"][name] = {"n": int(len(rows)), "kept": int(keep.sum()), **info}
         thresholds.append(record)
     return {"kept": kept, "reason": reason, "score": score, "group": group, "thresholds": thresholds}
+
+
+def with_rules(config, rules: list[str], where: list[str]):
+    """`config` with select.rules from the command line: the `where` predicates first, then the `rules`
+    (their command-line form), which replace the config's score rules (its own where rules go when
+    `where` is given)."""
+    if not (rules or where):
+        return config
+    new = [{"type": "where", "sql": w} for w in where]
+    new += [parse_rule(r) for r in rules] if rules else [r.model_dump() for r in config.select.rules
+                                                         if r.type != "where"]
+    return apply_overrides(config, {"select.rules": new}, source="--rule/--where")

@@ -10,9 +10,10 @@ import yaml
 import zstandard
 
 import schemas
+from schemas import sidecars
 from pipeline.config import Config
 from pipeline.errors import UserError
-from pipeline.export import run_export
+from pipeline.export.stage import run_export
 from pipeline.store import Store
 from tests.helpers import make_tiny_model_dir, random_texts
 
@@ -49,9 +50,11 @@ def store_root(tmp_path_factory):
         rows = [{"doc_id": d["doc_id"], "kept": kept(i), "reason": None if kept(i) else "band:low:above",
                  "score": float(i), "group": d["domain"]} for i, d in enumerate(docs)]
         store.write_table(pa.Table.from_pylist(rows), schemas.SELECTION, "selections", name, "part-00000.parquet")
-        store.write_json({"name": name, "selection_id": hashlib.sha256(name.encode()).hexdigest()[:16],
-                          "scorer_id": "0123456789abcdef", "config": {}, "counts": {}, "created_at": "2025-01-01",
-                          "code_version": "test"}, "selections", name, "_selection.json")
+        store.write_json(sidecars.SELECTION, {
+            "name": name, "selection_id": hashlib.sha256(name.encode()).hexdigest()[:16],
+            "scorer_id": "0123456789abcdef", "scorer": {}, "config": {}, "counts": {}, "reasons": {}, "timings": {},
+            "thresholds": [], "report": [], "report_by": "domain", "created_at": "2025-01-01",
+            "code_version": "test"}, "selections", name, "_selection.json")
     return root
 
 
@@ -119,7 +122,7 @@ def test_every_format_round_trips(exports, store_root, model_dir, fmt):
     result = exports[fmt]
     out = store_root / "exports" / f"all-{fmt}"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert result.manifest == manifest and not result.skipped and result.counts["shards"] > 3
+    assert result.outputs["manifest"] == manifest and not result.skipped and result.counts["shards"] > 3
     _assert_manifest_matches_disk(out, manifest)
     kept, plan = _kept(store_root), _plan(out)
     assert sorted(d["doc_id"] for d in plan) == sorted(kept)            # every kept document, once
@@ -167,10 +170,11 @@ def test_token_budget(spark, store_root, model_dir, exports):
 
 
 def test_mixture_proportions(spark, store_root, model_dir):
-    Store(store_root).write_json({"group_by": "domain", "weights": {"a.org": 7, "b.org": 3}}, "mixtures", "ab.json")
+    Store(store_root).write_json(sidecars.MIXTURE, {"group_by": "domain", "weights": {"a.org": 7, "b.org": 3}},
+                                 "mixtures", "ab.json")
     result = run_export(_config(store_root, model_dir, name="mix", mixture="ab", group_by="language"), spark)
-    mixture = result.manifest["mixture"]
-    assert result.manifest["group_by"] == "domain" and mixture["weights"] == {"a.org": 0.7, "b.org": 0.3}
+    mixture = result.outputs["manifest"]["mixture"]
+    assert result.outputs["manifest"]["group_by"] == "domain" and mixture["weights"] == {"a.org": 0.7, "b.org": 0.3}
     plan = _plan(store_root / "exports" / "mix")
     assert {d["group"] for d in plan} == {"a.org", "b.org"}            # c.org and no-domain get weight 0
     tokens = {g: sum(d["n_tokens"] for d in plan if d["group"] == g) for g in ("a.org", "b.org")}
@@ -190,17 +194,18 @@ def test_resume_skip_and_conflict(spark, store_root, model_dir):
     resumed = run_export(cfg, spark)
     assert not resumed.skipped and resumed.counts["shards_written"] == 1
     assert resumed.counts["shards_reused"] == first.counts["shards"] - 1
-    assert resumed.manifest["shards"] == first.manifest["shards"]
+    assert resumed.outputs["manifest"]["shards"] == first.outputs["manifest"]["shards"]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*") if p.name != "shard-00001.jsonl.zst"} == \
         {n: t for n, t in mtimes.items() if n != "shard-00001.jsonl.zst"}
     again = run_export(cfg, spark, overwrite=True)  # overwrite replaces only a different export
-    assert again.skipped and again.manifest == resumed.manifest and again.counts["docs"] == first.counts["docs"]
+    assert again.skipped and again.outputs["manifest"] == resumed.outputs["manifest"]
+    assert again.counts["docs"] == first.counts["docs"]
     other = _config(store_root, model_dir, name="resume", format="jsonl.zst", seed=7)
     with pytest.raises(UserError, match="overwrite"):
         run_export(other, spark)
     replaced = run_export(other, spark, overwrite=True)
-    assert not replaced.skipped and replaced.manifest["seed"] == 7 and not list(out.glob(".tmp-*"))
-    assert replaced.manifest["fingerprint"] != first.manifest["fingerprint"]
+    assert not replaced.skipped and replaced.outputs["manifest"]["seed"] == 7 and not list(out.glob(".tmp-*"))
+    assert replaced.outputs["manifest"]["fingerprint"] != first.outputs["manifest"]["fingerprint"]
     # another seed, another order of the same documents
     assert replaced.counts["docs"] == first.counts["docs"] and order != [d["doc_id"] for d in _plan(out)]
 
@@ -227,7 +232,7 @@ def test_user_errors(spark, store_root, model_dir, tmp_path, export, score_model
 def test_task_failure_is_one_clear_message(spark, store_root, model_dir, tmp_path):
     import shutil
     broken = shutil.copytree(model_dir, tmp_path / "tok")
-    from pipeline.export import load_export_tokenizer
+    from pipeline.export.stage import load_export_tokenizer
     load_export_tokenizer(str(broken))      # the driver holds it; the Spark workers will not find its files
     (broken / "tokenizer.json").unlink()
     (broken / "tokenizer_config.json").unlink()
@@ -248,7 +253,8 @@ def test_job_entry_point_gives_the_same_bytes(spark, store_root, model_dir, tmp_
     assert result["name"] == "job" and not result["skipped"] and result["out_dir"].endswith("exports/job")
     # the same seed and config as the parquet export, under another name: byte-identical shards
     manifest = json.loads((store_root / "exports" / "job" / "manifest.json").read_text())
-    assert [s["files"] for s in manifest["shards"]] == [s["files"] for s in exports["parquet"].manifest["shards"]]
+    parquet_shards = exports["parquet"].outputs["manifest"]["shards"]
+    assert [s["files"] for s in manifest["shards"]] == [s["files"] for s in parquet_shards]
     assert main(["--config", str(path)]) == 0 and json.loads(capsys.readouterr().out)["skipped"]
     path.write_text(yaml.safe_dump({"store": str(store_root), "export": {"name": "job", "selection": "nope",
                                                                           "tokenizer": str(model_dir)}}))

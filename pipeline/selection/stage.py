@@ -1,0 +1,266 @@
+"""Select stage: selection rules over the store's scores -> `selections/<name>/`.
+
+DuckDB reads `docs` joined with one scorer's scores (no text unless a rule needs it) into columns;
+`rules.apply_rules` decides; the result, one row per document with `kept` and the
+reason it was dropped, is written next to `_selection.json` (rules, thresholds per group, counts,
+scorer, inputs). `where` rules are DuckDB predicates over the view `candidates` (every docs column
+plus the scorer's perplexity, bits_per_byte, nll_mean, nll_sum, n_tokens, surprise_fraction,
+score_error), and every other store view (scores, ratings, ...) can be used in subqueries.
+
+A selection is named by its config and inputs (`selection_id`); re-running an unchanged selection
+is a no-op, and a changed one must be overwritten explicitly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+import schemas
+from pipeline.config import Config
+from pipeline.errors import UserError
+from pipeline.hashing import short_digest
+from pipeline.selection.report import group_report, sweep_table, thresholds_table
+from pipeline.selection.rules import apply_rules, ccnet_perplexity
+from pipeline.stage import Report, StageResult, StageRun, require
+from pipeline.store import Store, code_version, utc_now
+from schemas import sidecars
+
+STAGE = "select"
+ROWS_PER_PART = 1_000_000
+MANIFEST = "_selection.json"
+SCORER_COLUMNS = ("perplexity", "bits_per_byte", "nll_mean", "nll_sum", "n_tokens", "n_predicted",
+                  "surprise_fraction")
+
+
+# -- scorer and inputs --------------------------------------------------------------------------
+def store_scorers(store: Store) -> dict[str, dict]:
+    """scorer_id -> identity (from scores/scorer=<id>/_scorer.json) of every scorer with scores."""
+    out = {}
+    info = store.fs.get_file_info(pafs.FileSelector(store.path("scores"), allow_not_found=True))
+    for entry in info:
+        if entry.type == pafs.FileType.Directory and entry.base_name.startswith("scorer="):
+            sid = entry.base_name.split("=", 1)[1]
+            if store.list_files("scores", entry.base_name, suffix=".parquet"):
+                ident = store.read_json("scores", entry.base_name, "_scorer.json") \
+                    if store.exists("scores", entry.base_name, "_scorer.json") else {}
+                out[sid] = {"scorer_id": sid, **ident}
+    return out
+
+
+def resolve_scorer(config: Config, store: Store, needed: bool) -> dict | None:
+    """The scorer whose scores the rules use: select.scorer (an id or a model name), else the score
+    stage's scorer, else the store's only scorer."""
+    scorers = store_scorers(store)
+    wanted = config.select.scorer
+    listing = ", ".join(f"{sid} ({s.get('model_name', '?')})" for sid, s in scorers.items()) or "none"
+    if wanted:
+        matches = [s for sid, s in scorers.items() if wanted in (sid, s.get("model_name"))]
+        if len(matches) != 1:
+            raise UserError(f"select.scorer {wanted!r} {'is ambiguous' if matches else 'has no scores'} in "
+                            f"{store.uri}; scorers: {listing}")
+        return matches[0]
+    if config.score.model and not config.score.service_url:
+        from pipeline.scoring.identity import local_identity
+        try:
+            sid = local_identity(config.score).scorer_id
+        except UserError:
+            sid = None
+        if sid in scorers:
+            return scorers[sid]
+    if len(scorers) == 1:
+        return next(iter(scorers.values()))
+    if needed:
+        raise UserError(f"the selection rules need scores: set select.scorer to one of: {listing}"
+                        if scorers else f"no scores in {store.uri}: run `curate score` first")
+    return None
+
+
+def _files_fingerprint(store: Store, *rel: str) -> list:
+    info = store.fs.get_file_info(pafs.FileSelector(store.path(*rel), recursive=True, allow_not_found=True))
+    return sorted([i.path[len(store.base):], i.size] for i in info
+                  if i.type == pafs.FileType.File and not i.base_name.startswith(".tmp-"))
+
+
+def selection_id(config: Config, store: Store, scorer_id: str | None) -> str:
+    """A hash of the select config and everything it reads: docs, the scorer's parts, reference splits."""
+    inputs = {"docs": _files_fingerprint(store, "docs"),
+              "scores": _files_fingerprint(store, "scores", f"scorer={scorer_id}") if scorer_id else [],
+              "reference_splits": _files_fingerprint(store, "reference_splits")}
+    return short_digest({"select": config.select.model_dump(mode="json"), "scorer_id": scorer_id, "inputs": inputs})
+
+
+# -- reading the candidates -----------------------------------------------------------------------
+def open_candidates(store: Store, scorer: dict | None):
+    """A DuckDB connection with the store's views plus `candidates` (docs + this scorer's scores)."""
+    from pipeline.sql import connect
+    con, views = connect(store)
+    if scorer:
+        glob = store.spark_path("scores", f"scorer={scorer['scorer_id']}", "part-*.parquet").replace("'", "''")
+        score_cols = ", ".join(f"s.{c}" for c in SCORER_COLUMNS)
+        con.execute(f"""CREATE VIEW candidates AS
+            SELECT d.*, {score_cols}, s.n_bytes AS scored_bytes, s.error AS score_error
+            FROM docs d LEFT JOIN read_parquet('{glob}') s USING (doc_id)""")
+    else:
+        nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {c}" for c in SCORER_COLUMNS)
+        con.execute(f"CREATE VIEW candidates AS SELECT d.*, {nulls}, CAST(NULL AS BIGINT) AS scored_bytes, "
+                    "CAST(NULL AS VARCHAR) AS score_error FROM docs d")
+    return con
+
+
+def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """doc_ids (sorted) and the columns the rules use: scores (NaN if unscored), `by` columns,
+    n_tokens and n_bytes; ccnet_perplexity when a rule needs it (reads the text to count words)."""
+    known = {r[0] for r in con.execute("DESCRIBE candidates").fetchall()}
+    unknown = sorted(by_columns - known)
+    if unknown:
+        raise UserError(f"unknown column(s) in a rule's `by`: {', '.join(unknown)}; docs columns: "
+                        f"{', '.join(sorted(known))}")
+    scored = "score_error IS NULL"
+    cols = [f"CASE WHEN {scored} THEN {c} END AS {c}" for c in ("perplexity", "bits_per_byte", "nll_mean")]
+    cols += [f'"{c}"' for c in sorted(by_columns)] + ["n_tokens", "n_bytes"]
+    if need_ccnet:
+        # Words and lines of the scored span: the document's counts times the share of its bytes
+        # that was scored (all of it unless first_n truncation cut it).
+        cols += [f"CASE WHEN {scored} THEN nll_sum END AS nll_sum",
+                 "len(regexp_split_to_array(trim(text), '\\s+')) AS n_words",
+                 "len(string_split(text, chr(10))) AS n_lines",
+                 "least(1.0, scored_bytes / greatest(n_bytes, 1)) AS scored_share"]
+    table = con.sql(f"SELECT doc_id, {', '.join(cols)} FROM candidates ORDER BY doc_id").to_arrow_table()
+    columns = {}
+    for name in table.column_names[1:]:
+        col = table.column(name)
+        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type):
+            columns[name] = col.to_numpy(zero_copy_only=False).astype(float)  # nulls -> NaN
+        else:
+            columns[name] = np.array(col.to_pylist(), dtype=object)
+    if need_ccnet:
+        share = columns.pop("scored_share")
+        columns["ccnet_perplexity"] = ccnet_perplexity(
+            columns.pop("nll_sum"), columns.pop("n_words") * share, columns.pop("n_lines") * share)
+    return np.array(table.column("doc_id").to_pylist(), dtype=object), columns
+
+
+def where_masks(con, rules) -> dict[int, np.ndarray]:
+    """Each `where` rule's match over `candidates`, aligned with read_candidates' doc_id order."""
+    import duckdb
+    out = {}
+    for i, rule in enumerate(rules):
+        if rule.type == "where":
+            try:
+                matches = con.execute(f"SELECT coalesce(({rule.sql}), false) FROM candidates ORDER BY doc_id").fetchnumpy()
+            except duckdb.Error as e:
+                raise UserError(f"select rule {i} (where {rule.sql!r}): {str(e).splitlines()[0]}") from None
+            out[i] = np.asarray(next(iter(matches.values())), dtype=bool)
+    return out
+
+
+def reference_split_mask(con, store: Store) -> np.ndarray | None:
+    """Documents some reference model in the store trained on (held-out ones are not excluded)."""
+    if not store.list_files("reference_splits") and not _files_fingerprint(store, "reference_splits"):
+        return None
+    mask = con.execute("""SELECT doc_id IN (SELECT doc_id FROM reference_splits WHERE NOT heldout)
+                          FROM candidates ORDER BY doc_id""").fetchnumpy()
+    return np.asarray(next(iter(mask.values())), dtype=bool)
+
+
+# -- the stage --------------------------------------------------------------------------------------
+def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, report_by: str = "domain",
+               sweep: tuple[list[str], list[float]] | None = None) -> StageResult:
+    """Apply config.select to the store; write selections/<name>/ unless `dry_run` (or `sweep`,
+    which returns the sweep table as the report and writes nothing).
+    outputs: name, selection_id, scorer_id, thresholds, report (a table per report group) and
+    written (False for a dry run or a sweep)."""
+    cfg = config.select
+    store = Store(config.store)
+    require(store, "docs")
+    what_if = dry_run or sweep is not None
+    rules = cfg.rules
+    score_rules = [r for r in rules if r.type != "where"]
+    scorer = resolve_scorer(config, store, needed=bool(score_rules) or sweep is not None)
+    scorer_id = scorer["scorer_id"] if scorer else None
+    inputs = [store.spark_path("docs")] + ([store.spark_path("scores", f"scorer={scorer_id}")] if scorer_id else [])
+    run = StageRun(STAGE, config, inputs=inputs, record=not what_if)
+    sel_id = selection_id(config, store, scorer_id)
+    rel = ("selections", cfg.name)
+    outputs = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "written": not what_if}
+    previous = store.read_json(*rel, MANIFEST) if store.exists(*rel, MANIFEST) else None
+    if previous and previous.get("selection_id") == sel_id and not what_if:
+        return run.skip(previous["counts"], **outputs, thresholds=previous["thresholds"],
+                        report=pa.Table.from_pylist(previous["report"]))
+    if previous and not (what_if or overwrite):
+        raise UserError(f"selection {cfg.name!r} exists with other rules or inputs "
+                        f"(selection_id {previous.get('selection_id')} vs {sel_id}): pass --overwrite to "
+                        f"replace it, or set select.name")
+
+    with run:
+        with run.phase("read"):
+            con = open_candidates(store, scorer)
+            by_columns = {r.by for r in score_rules if r.by} | {report_by}
+            doc_ids, columns = read_candidates(con, by_columns,
+                                               need_ccnet=any(r.score == "ccnet_perplexity" for r in score_rules))
+            if len(set(doc_ids)) != len(doc_ids):
+                raise UserError(f"scorer {scorer_id} has several score rows for some documents; re-score into "
+                                f"a clean scores/scorer={scorer_id}/")
+            where = where_masks(con, rules)
+            excluded = reference_split_mask(con, store) if cfg.exclude_reference_split else None
+        if sweep is not None:
+            criteria, rates = sweep
+            table = sweep_table(doc_ids, columns, rules, cfg.seed, where, excluded, criteria, rates, report_by)
+            return run.finish({}, **outputs, thresholds=[], report=table, sweep=True)
+        outcome = apply_rules(doc_ids, columns, rules, cfg.seed, where, excluded)
+        report = group_report(columns[report_by], outcome, columns["n_tokens"])
+        tokens = np.nan_to_num(columns["n_tokens"])
+        reasons: dict[str, int] = {}
+        for r in outcome["reason"][~outcome["kept"]]:
+            reasons[r] = reasons.get(r, 0) + 1
+        counts = {"docs": len(doc_ids), "kept": int(outcome["kept"].sum()),
+                  "dropped": int((~outcome["kept"]).sum()),
+                  "reference_split": reasons.get("reference_split", 0), "no_score": reasons.get("no_score", 0),
+                  "tokens": int(tokens.sum()), "tokens_kept": int(tokens[outcome["kept"]].sum())}
+        outputs.update(thresholds=outcome["thresholds"], report=report)
+        if dry_run:
+            return run.finish(counts, **outputs)
+
+        with run.phase("write"):
+            store.delete(*rel)  # parts of an older or unfinished selection of this name
+            table = pa.table({"doc_id": pa.array(doc_ids, pa.string()), "kept": outcome["kept"],
+                              "reason": pa.array(outcome["reason"], pa.string()),
+                              "score": pa.array(outcome["score"], pa.float64(), from_pandas=True),
+                              "group": pa.array(outcome["group"], pa.string())})
+            for part, start in enumerate(range(0, max(len(table), 1), ROWS_PER_PART)):
+                store.write_table(table.slice(start, ROWS_PER_PART), schemas.SELECTION, *rel,
+                                  f"part-{part:05d}.parquet")
+        # Written last: its presence marks the selection finished.
+        store.write_json(sidecars.SELECTION,
+                         {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "scorer": scorer,
+                          "config": cfg.model_dump(mode="json"), "counts": counts, "reasons": reasons,
+                          "timings": run.timings, "thresholds": outcome["thresholds"],
+                          "report": report.to_pylist(), "report_by": report_by, "code_version": code_version(),
+                          "created_at": utc_now()}, *rel, MANIFEST)
+        return run.finish(counts, **outputs)
+
+
+def report(result: StageResult) -> Report:
+    out = result.outputs
+    if out.get("sweep"):
+        return Report("", tables=[(f"sweep: kept share per criterion and rate (scorer {out['scorer_id']})",
+                                   out["report"])])
+    c = result.counts
+    state = (" (dry run: nothing written)" if not out["written"] else
+             " (unchanged: already in the store)" if result.skipped else "")
+    notes = [f"kept {c['kept']:,} of {c['docs']:,} documents ({c['tokens_kept']:,} of {c['tokens']:,} tokens); "
+             f"reference split excluded {c['reference_split']:,}, without a score {c['no_score']:,}; "
+             f"scorer {out['scorer_id'] or '-'}"]
+    if out["written"]:
+        notes.append(f"selection: selections/{out['name']}/  (SQL: SELECT reason, count(*) FROM selections "
+                     f"WHERE selection = '{out['name']}' GROUP BY reason)")
+    return Report("", tables=[(f"selection {out['name']!r}{state}", out["report"]),
+                              ("rules and thresholds", thresholds_table(out["thresholds"]))], notes=notes)
+
+
+def summary_row(result: StageResult) -> dict:
+    c = result.counts
+    return {"documents": c["kept"], "tokens": c["tokens_kept"],
+            "status": "up to date" if result.skipped else "selected",
+            "output": f"kept {c['kept']:,} of {c['docs']:,}: selections/{result.outputs['name']}/"}

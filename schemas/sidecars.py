@@ -1,0 +1,163 @@
+"""The JSON files beside the tables ("sidecars"): where each lives, its version and its keys.
+
+Writers pass the declaration to `Store.write_json` (or call `Sidecar.validate` for files outside the
+store), which refuses a missing or unknown key and stamps `schema_version`, so a sidecar on disk
+always matches what is written here.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+
+class SidecarError(ValueError):
+    """A JSON sidecar does not have the keys its declaration lists."""
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    name: str
+    path: str                      # where it lives (a glob: `*` is one path component or part of one)
+    version: int
+    required: dict[str, str]       # key -> what it holds
+    optional: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, obj: dict) -> dict:
+        """`obj` plus `schema_version`; SidecarError naming missing or unknown keys."""
+        if not isinstance(obj, dict):
+            raise SidecarError(f"{self.name}: expected a JSON object, got {type(obj).__name__}")
+        keys = set(obj) - {"schema_version"}
+        missing = sorted(set(self.required) - keys)
+        unknown = sorted(keys - set(self.required) - set(self.optional))
+        if missing or unknown:
+            raise SidecarError(f"{self.name} ({self.path}): missing keys {missing}, unknown keys {unknown}")
+        return {**obj, "schema_version": self.version}
+
+    def matches(self, rel_path: str) -> bool:
+        return fnmatch.fnmatch(rel_path, self.path)
+
+
+INGEST_MARKER = Sidecar("ingest_marker", "_staging/ingest/*.json", 1, {
+    "path": "the input file (absolute path)",
+    "format": "the format it was read as",
+    "fingerprint": "size:mtime_ns of the file when it was read",
+    "options": "the field mapping and datasets options it was read with",
+    "settings_key": "short digest of the ingest settings (filters, language ID)",
+    "input_rows": "records read",
+    "staged_rows": "documents staged (before deduplication)",
+    "quarantined": "rows sent to quarantine",
+    "reasons": "quarantine reason -> rows",
+    "seconds": "time the file took",
+})
+
+DOCS_MANIFEST = Sidecar("docs_manifest", "docs/_manifest.json", 1, {
+    "state": "short digest of the finished input files the shards were built from",
+    "num_shards": "ingest.num_shards",
+    "shards": "docs, bytes, shards, largest_shard_bytes, smallest_shard_bytes",
+    "written_at": "ISO 8601 time, UTC",
+})
+
+SCORER = Sidecar("scorer", "scores/scorer=*/_scorer.json", 1, {
+    "scorer_id": "16 hex of sha256 over the identity below (code_version excluded)",
+    "model_name": "curate_model.json's name, else the model directory's name",
+    "weights_sha256": "sha256 of the weights",
+    "tokenizer": "name@hash of the tokenizer files",
+    "dtype": "float32 | bfloat16 | float16",
+    "backend": "torch | vllm",
+    "max_tokens": "window length in tokens, BOS included",
+    "truncation": "first_n | sliding",
+    "stride": "sliding windows' stride; null for first_n",
+    "truncation_label": "first_n:<max_tokens> | sliding:<max_tokens>:<stride>",
+    "code_version": "the pipeline version that scored (not part of the id)",
+})
+
+SELECTION = Sidecar("selection", "selections/*/_selection.json", 1, {
+    "name": "the selection's name (its folder)",
+    "selection_id": "short digest of the select config and the files it read",
+    "scorer_id": "the scorer whose scores the rules used; null if none",
+    "scorer": "that scorer's identity (_scorer.json)",
+    "config": "the select config",
+    "counts": "docs, kept, dropped, reference_split, no_score, tokens, tokens_kept",
+    "reasons": "drop reason -> documents",
+    "timings": "seconds per phase",
+    "thresholds": "per rule: label, type, candidates, and per threshold group its thresholds and counts",
+    "report": "per report group: docs, kept and tokens (the dry-run table)",
+    "report_by": "the docs column the report groups by",
+    "code_version": "the pipeline version",
+    "created_at": "ISO 8601 time, UTC",
+})
+
+EXPORT_FINGERPRINT = Sidecar("export_fingerprint", "exports/*/_export.json", 1, {
+    "fingerprint": "short digest of the selection, the resolved export config, the tokenizer and mixture",
+    "config": "the resolved export config",
+})
+
+EXPORT_SHARD = Sidecar("export_shard", "exports/*/_shards/shard-*.json", 1, {
+    "shard": "shard index",
+    "docs": "documents in the shard",
+    "tokens": "tokens in the shard",
+    "text_bytes": "UTF-8 bytes of the shard's texts",
+    "files": "[{name, bytes, sha256}] of the shard's files",
+    "plan_fingerprint": "the plan the shard was written under (a resumed export reuses it only if equal)",
+})
+
+EXPORT_MANIFEST = Sidecar("export_manifest", "exports/*/manifest.json", 1, {
+    "name": "the export's name (its folder)",
+    "fingerprint": "as in _export.json",
+    "format": "parquet | jsonl.zst | tokens",
+    "columns": "docs columns written; null for tokens",
+    "tokens": "tokens format: dtype, byte order, EOS and the .idx layout; null otherwise",
+    "tokenizer": "path, hash and vocab_size of the tokenizer that counted (and wrote) tokens",
+    "selection": "name, selection_id and scorer_id of the selection exported",
+    "seed": "seed of the global shuffle",
+    "shuffle": "whether documents were shuffled",
+    "token_budget": "the token budget; null for none",
+    "group_by": "the docs column groups are counted by",
+    "mixture": "source, group_by, weights and achieved token shares; null for none",
+    "counts": "candidate_docs, sampled_out_docs, docs, tokens, text_bytes, bytes, shards",
+    "groups": "[{group, docs, tokens, token_share}]",
+    "shards": "per shard: shard, docs, tokens, text_bytes and files [{name, bytes, sha256}]",
+    "config": "the resolved export config",
+    "code_version": "the pipeline version",
+    "created_at": "ISO 8601 time, UTC",
+})
+
+MIXTURE = Sidecar("mixture", "mixtures/*.json", 1, {
+    "weights": "group -> weight (normalised to token shares)",
+}, optional={"group_by": "the docs column of the groups (default: export.group_by)"})
+
+TRAINED_MODEL = Sidecar("trained_model", "<model dir>/curate_model.json", 1, {
+    "name": "the model's name (the scorer identity's model_name)",
+    "kind": "trained_reference",
+    "params": "parameters", "steps": "optimiser steps", "n_train_tokens": "tokens trained on",
+    "n_reference_docs": "documents of the reference split", "n_train_docs": "of them trained on",
+    "n_heldout_docs": "of them held out", "train_split_tokens": "tokens of the packed training rows",
+    "heldout_tokens": "tokens of the held-out rows evaluated", "epochs": "passes over the training rows",
+    "initial_heldout_loss": "held-out loss before training (nats/token)",
+    "final_train_loss": "mean train loss over the last eval_every steps",
+    "final_heldout_loss": "held-out loss after training", "train_seconds": "time in the training loop",
+    "tokens_per_second": "training throughput", "seed": "the seed",
+    "config": "the reference config it was trained with",
+    "tokenizer": "the tokenizer's kind, size and special tokens",
+    "history": "[{step, train_loss, heldout_loss}] at every evaluation",
+    "heldout_doc_indexes": "indexes (in doc_id order) of the held-out documents of the split",
+    "versions": "pipeline, torch and transformers versions",
+})
+
+CONVERTED_MODEL = Sidecar("converted_model", "<model dir>/curate_model.json", 1, {
+    "name": "the model's name", "kind": "converted_gguf",
+    "source": "where the GGUF came from", "source_sha256": "sha256 of the GGUF",
+    "weights_sha256": "sha256 of the converted safetensors", "dtype": "dtype of the converted weights",
+    "doc_start_token": "the token that starts a document (the tokenizer's BOS)",
+    "license": "the model's licence", "conversion_seconds": "time the conversion took",
+})
+
+# Every sidecar in the store, for `sidecar_for`; model cards are found by their `kind`.
+STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
+                  EXPORT_MANIFEST, MIXTURE)
+MODEL_CARDS = {"trained_reference": TRAINED_MODEL, "converted_gguf": CONVERTED_MODEL}
+
+
+def sidecar_for(rel_path: str) -> Sidecar | None:
+    """The declaration of the store sidecar at `rel_path` (relative to the store), if any."""
+    return next((s for s in STORE_SIDECARS if s.matches(rel_path)), None)
