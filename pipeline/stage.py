@@ -3,7 +3,7 @@ its timings and its result.
 
 A stage driver reads like this:
 
-    run = StageRun("score", config, inputs=[...], requires=("docs",))
+    run = StageRun("score", config, requires=("docs",))   # inputs: the required tables, plus any given
     with run:                                    # run record "running"; "failed" on an exception
         with run.phase("read"):                  # timings["read_s"]
             ...
@@ -92,7 +92,8 @@ def new_run_record(stage: str, config, inputs: Sequence[str]) -> dict:
 
 class StageRun:
     """One run of a stage: checks the tables it requires, keeps its run record in _runs/<stage>/
-    (unless `record` is False: dry runs), times its phases and builds its StageResult.
+    (unless `record` is False: dry runs), times its phases and builds its StageResult. The record's
+    inputs are the required tables, then `inputs` (paths, or other store locations the stage reads).
 
     Nothing is written before `with run:`, so a stage may clear old outputs (--overwrite) first."""
 
@@ -101,6 +102,7 @@ class StageRun:
         self.stage = stage
         self.store = Store(config.store)
         require(self.store, *requires)
+        inputs = [self.store.spark_path(table) for table in requires] + list(inputs)
         self.record = new_run_record(stage, config, inputs) if record else None
         self.timings: dict[str, float] = {}
         self.started = time.time()

@@ -68,7 +68,8 @@ def test_required_tables_name_the_command_that_writes_them(tmp_path):
                       "scorer=a", "part-0.parquet")
     require(store, "scores")                                            # a partition with a part is enough
     store.write_table(schemas.DOCS.empty_table(), schemas.DOCS, "docs", "part-00000.parquet")
-    assert StageRun("score", config, requires=("docs",)).run_id
+    run = StageRun("score", config, requires=("docs",), inputs=["extra/path"])
+    assert run.record["inputs"] == [store.spark_path("docs"), "extra/path"]   # required tables are inputs
 
 
 def test_report_as_text():

@@ -159,8 +159,7 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
     out = ("exports", cfg.name)
     report = progress or (lambda phase, done, total: None)
     selection_name = cfg.selection or config.select.name
-    run = StageRun(STAGE, config, inputs=[store.spark_path("docs"), store.spark_path("selections", selection_name)],
-                   requires=("docs",))
+    run = StageRun(STAGE, config, inputs=[store.spark_path("selections", selection_name)], requires=("docs",))
     selection = read_selection(store, selection_name)
     tokenizer_dir = cfg.tokenizer or config.score.model
     tokenizer = load_export_tokenizer(tokenizer_dir)

@@ -92,7 +92,7 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
     counts: tokens (scored in this run) and tokens_total (of every document this scorer scored);
     outputs: scorer_id and identity (the scorer's _scorer.json)."""
     cfg = config.score
-    run = StageRun("score", config, inputs=[Store(config.store).spark_path("docs")], requires=("docs",))
+    run = StageRun("score", config, requires=("docs",))
     store = run.store
     if cfg.service_url:
         from pipeline.scoring.client import ScoringClient

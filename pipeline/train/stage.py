@@ -70,7 +70,7 @@ def run_train_reference(config: Config, progress: Callable | None = None, retrai
     from pipeline.scoring.core import quiet_transformers
     from pipeline.train.reference import train_reference
     out = reference_out(config)
-    run = StageRun("train_reference", config, inputs=[Store(config.store).spark_path("docs")], requires=("docs",))
+    run = StageRun("train_reference", config, requires=("docs",))
     if not retrain and is_trained(config):
         return run.skip({}, out_dir=str(out))
     quiet_transformers()
