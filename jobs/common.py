@@ -13,8 +13,9 @@ def run_stage(doc: str, stage: Callable, argv: list[str] | None = None, flags: t
     outputs) goes to stdout as JSON."""
     from pipeline.config import apply_overrides, load_config
     from pipeline.errors import UserError
+    from pipeline.logs import details_logged, log_exception
     from pipeline.run import TextOutput
-    from pipeline.spark import get_spark
+    from pipeline.spark import LazySpark
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -25,10 +26,12 @@ def run_stage(doc: str, stage: Callable, argv: list[str] | None = None, flags: t
     try:
         cfg = apply_overrides(load_config(args.config), {"spark.master": args.master})
         with TextOutput().progress() as progress:
-            result = stage(cfg, get_spark(cfg.spark), progress=progress,
+            result = stage(cfg, LazySpark(cfg.spark), progress=progress,
                            **{flag: getattr(args, flag) for flag in flags})
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if details_logged():
+            print(f"details: {log_exception(e, 'the error shown')}", file=sys.stderr)
         return 2
     print(json.dumps({"stage": result.stage, "run_id": result.run_id, "counts": result.counts,
                       "timings": result.timings, "skipped": result.skipped, **result.outputs}, indent=2, default=str))

@@ -1,18 +1,15 @@
-"""The `curate` command line: typer commands that map flags to config fields, and rich rendering of
-what the stages report. The stages themselves, and `curate run`, live in the library (pipeline.run)."""
+"""The `curate` command line: typer commands that map flags to config fields (rendering is in
+pipeline.console). The stages themselves, and `curate run`, live in the library (pipeline.run)."""
 from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Column, Table
 
+from pipeline.console import RichOutput, console, err_console, print_arrow
 from pipeline.errors import UserError
 from pipeline.selection.rules import SCORE_RULES
 
@@ -21,69 +18,10 @@ app = typer.Typer(help="Perplexity-based data curation for LLM pretraining: inge
                   "queries.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Reference models: SmolLM2-135M, or one trained on the store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-# Outside a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-
-PHASES = {"read": "reading input files", "dedup": "deduplicating + sharding", "train": "training reference model",
-          "score": "scoring documents", "tokenize": "counting tokens", "write": "writing shards"}
 CONFIG = typer.Option(None, "--config", "-c", help="run config (YAML); `curate init` writes a starter")
 STORE = typer.Argument(None, help="the corpus store (overrides `store`)")
 MASTER = typer.Option(None, "--master", help="Spark master, e.g. spark://host:7077")
 RULE_HELP = f"replaces select.rules: {', '.join(r.example for r in SCORE_RULES.values())}; options :by=domain"
-
-
-def _cell(value, pretty: bool = False) -> str:
-    if pretty and isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if isinstance(value, bytes):
-        value = value[:40].decode("utf-8", "replace") + ("…" if len(value) > 40 else "")
-    text = "" if value is None else str(value)
-    return text if len(text) <= 80 else text[:79] + "…"
-
-
-def print_arrow(table, title: str | None = None, max_rows: int = 100, pretty: bool = False) -> None:
-    """An Arrow table as a rich table; `pretty`: thousands separators, numbers right-aligned."""
-    from pyarrow import types
-    numeric = [pretty and (types.is_integer(t) or types.is_floating(t)) for t in table.schema.types]
-    out = Table(*(Column(name, overflow="fold", justify="right" if num else "left")
-                  for name, num in zip(table.column_names, numeric)), title=title, header_style="bold")
-    for row in table.slice(0, max_rows).to_pylist():
-        out.add_row(*(_cell(v, pretty) for v in row.values()))
-    console.print(out)
-    if table.num_rows > max_rows:
-        console.print(f"[dim]… {table.num_rows - max_rows} more rows[/dim]")
-
-
-class RichOutput:
-    """pipeline.run.Output on the terminal: a rule per section, a progress bar per phase, tables."""
-
-    def section(self, title: str) -> None:
-        console.rule(f"[bold]{title}")
-
-    @contextmanager
-    def progress(self) -> Iterator:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err_console) as bars:
-            tasks: dict[str, int] = {}
-
-            def report(phase: str, done: int, total: int | None, detail: str = "") -> None:
-                if phase not in tasks:
-                    tasks[phase] = bars.add_task(PHASES.get(phase, phase), total=total)
-                bars.update(tasks[phase], completed=done, total=total,
-                            description=f"{PHASES.get(phase, phase)} {detail}".rstrip())
-            yield report
-
-    def report(self, report) -> None:
-        if report.rows:
-            table = Table("what", Column("value", justify="right"), title=report.title or None, header_style="bold")
-            for label, value in report.rows:
-                table.add_row(label, _cell(value, pretty=True))
-            console.print(table)
-        for title, arrow in report.tables:
-            print_arrow(arrow, title=title, max_rows=1000, pretty=True)
-        for note in report.notes:
-            console.print(note, highlight=False, markup=False)
 
 
 def _run_stage(name: str, run) -> None:
@@ -122,7 +60,7 @@ def ingest(
     input_format: Optional[str] = typer.Option(None, "--format", help="format of the INPUTS given here (default auto)"),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="field holding the text, for INPUTS"),
     no_language: bool = typer.Option(False, "--no-language", help="skip fastText language ID"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="start over: delete docs, quarantine and run state"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="start over: re-read every input; the new docs replace the old ones when finished"),
 ):
     """Read raw corpora (JSONL[.gz|.zst], Parquet, WARC/WET, datasets folders) into store/docs.
 
@@ -130,12 +68,12 @@ def ingest(
     writes balanced Parquet shards; bad rows go to store/quarantine with a reason. Re-running resumes:
     finished input files are skipped."""
     from pipeline.ingest.stage import run_ingest, with_inputs
-    from pipeline.spark import get_spark
+    from pipeline.spark import LazySpark
     cfg = with_inputs(_config(config, {"store": store, "spark.master": master, "ingest.num_shards": shards,
                                        "ingest.min_chars": min_chars, "ingest.max_chars": max_chars,
                                        "ingest.language.enabled": False if no_language else None}),
                       inputs or [], input_format, text_field)
-    _run_stage("ingest", lambda progress: run_ingest(cfg, get_spark(cfg.spark), overwrite=overwrite, progress=progress))
+    _run_stage("ingest", lambda progress: run_ingest(cfg, LazySpark(cfg.spark), overwrite=overwrite, progress=progress))
 
 
 @models_app.command("fetch")
@@ -180,6 +118,8 @@ def score(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model directory, scored in-process"),
     service: Optional[str] = typer.Option(None, "--service", help="scoring service URL (curate serve)"),
     token: Optional[str] = typer.Option(None, "--token", help="the service's bearer token"),
+    request_docs: Optional[int] = typer.Option(None, "--request-docs", help="service: documents per request "
+                                               "(default 64, at most the service's limit)"),
     engine: Optional[str] = typer.Option(None, "--engine", help="torch | vllm"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
@@ -193,7 +133,8 @@ def score(
     Re-running resumes: documents this scorer already scored are skipped."""
     from pipeline.run import STAGES
     cfg = _config(config, {"store": store, "score.model": model, "score.service_url": service,
-                           "score.service_token": token, "score.engine": engine, "score.device": device,
+                           "score.service_token": token, "score.request_docs": request_docs,
+                           "score.engine": engine, "score.device": device,
                            "score.max_tokens": max_tokens, "score.truncation": truncation, "score.stride": stride,
                            "score.where": where, "spark.master": master})
     _run_stage("score", lambda progress: STAGES["score"].run(cfg, progress))
@@ -248,12 +189,12 @@ def export(
     """Write a selection's kept documents as training shards (Parquet, JSONL.zst or token binaries),
     globally shuffled with a seed, with manifest.json (counts, tokens, checksums, lineage)."""
     from pipeline.export.stage import run_export
-    from pipeline.spark import get_spark
+    from pipeline.spark import LazySpark
     cfg = _config(config, {"store": store, "export.name": name, "export.selection": selection_name,
                            "export.format": fmt, "export.tokenizer": tokenizer, "export.shard_bytes": shard_bytes,
                            "export.seed": seed, "export.token_budget": token_budget, "export.mixture": mixture,
                            "spark.master": master})
-    _run_stage("export", lambda progress: run_export(cfg, get_spark(cfg.spark), progress=progress,
+    _run_stage("export", lambda progress: run_export(cfg, LazySpark(cfg.spark), progress=progress,
                                                      overwrite=overwrite))
 
 
@@ -336,11 +277,20 @@ def sql(store: str = typer.Argument(..., help="the corpus store"),
 
 
 def main() -> None:
+    """Run the CLI; a failure prints one line (plus where its details are logged), never a traceback."""
+    from pipeline.logs import details_logged, log_exception
     try:
         app()
     except UserError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        if details_logged():
+            err_console.print(f"[dim]details: {log_exception(e, 'the error shown')}[/dim]", highlight=False,
+                              soft_wrap=True)
         sys.exit(2)
+    except Exception as e:  # a bug, or a failure nobody turned into a UserError: the traceback goes to the log
+        err_console.print(f"error: {type(e).__name__}: {e}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(f"traceback: {log_exception(e)} (please report it)", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted: finished work is kept; re-run to resume[/yellow]")
         sys.exit(130)

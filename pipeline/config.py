@@ -32,7 +32,8 @@ class InputSpec(Strict):
     path: str = Field(description="a file, a folder (read recursively) or a glob")
     format: Literal["auto", "jsonl", "parquet", "warc", "wet", "hf_disk", "hf_files"] = Field(
         "auto", description="auto: from the file name (.jsonl/.json/.ndjson[.gz|.zst], .parquet, "
-                            ".warc[.gz], .wet[.gz]) or a datasets save_to_disk folder; hf_files: local "
+                            ".warc[.gz], .wet[.gz]; jsonl also reads a file holding one JSON array) or a "
+                            "datasets save_to_disk folder; hf_files: local "
                             "data files through datasets.load_dataset with hf_builder")
     fields: FieldMapping = Field(default_factory=FieldMapping, description="which input fields hold what")
     hf_builder: str | None = Field(None, description="load_dataset builder for hf_files: json, csv, text, parquet")
@@ -83,8 +84,12 @@ class ScoreConfig(Strict):
     token_budget: int = Field(16384, ge=2, description="padded tokens per forward pass")
     docs_per_part: int = Field(256, ge=1, description="documents per written part; a killed job loses at "
                                                       "most the parts in flight")
+    flush_seconds: float = Field(30.0, ge=0, description="... and a part is written at the latest this long "
+                                                         "after the last one, so a killed job loses at most "
+                                                         "this much scoring per task")
     where: str | None = Field(None, description="a Spark SQL filter on docs, e.g. \"language = 'en'\"")
-    request_docs: int = Field(64, ge=1, description="service: documents per request")
+    request_docs: int | None = Field(None, ge=1, description="service: documents per request; default: 64, "
+                                                             "at most the service's max_documents_per_request")
     concurrency: int = Field(4, ge=1, description="service: requests in flight per Spark task")
 
 
@@ -98,7 +103,9 @@ class ReferenceConfig(Strict):
     # the split
     reference_fraction: float = Field(0.1, gt=0, le=1, description="share of the store in the reference "
                                                                     "split (never scored)")
-    min_reference_docs: int = Field(1000, ge=0, description="... but at least this many documents")
+    min_reference_docs: int = Field(1000, ge=0, description="... but at least this many documents, ...")
+    max_reference_fraction: float = Field(0.25, gt=0, le=1, description="... unless that is more than this "
+                                          "share of the store (min_reference_docs never takes more)")
     heldout_fraction: float = Field(0.05, gt=0, lt=1, description="share of the split kept for the held-out loss")
     # tokenizer and model: a LlamaForCausalLM with tied embeddings
     vocab_size: int = Field(8192, ge=300, description="byte-level BPE trained on the reference split")
@@ -226,7 +233,8 @@ class SelectConfig(Strict):
             {"type": "percentile", "lower": 25, "upper": 75, "by": "domain"},
             {"type": "ccnet", "keep": ["head", "middle"], "cuts": [30, 60], "by": "language"},
             {"type": "bertin", "method": "gaussian", "rate": 0.5, "width": 4.5}]})
-    exclude_reference_split: bool = Field(True, description="drop documents a reference model trained on")
+    exclude_reference_split: bool = Field(True, description="drop the documents the scorer's model trained on "
+                                                             "(when it is a reference model trained on the store)")
     seed: int = Field(0, description="seeds the random draws of BERTIN sampling")
 
 
@@ -237,7 +245,8 @@ class ExportConfig(Strict):
     format: Literal["parquet", "jsonl.zst", "tokens"] = Field(
         "parquet", description="parquet | jsonl.zst | tokens (flat uint16/uint32 + a uint64 offsets index)")
     tokenizer: str | None = Field(None, description="a model or tokenizer directory that counts tokens (and "
-                                                    "writes them, for format tokens); default: score.model")
+                                                    "writes them, for format tokens); default: the tokenizer of the scorer the selection used "
+                                                    "(else score.model)")
     token_dtype: Literal["auto", "uint16", "uint32"] = Field("auto", description="auto: uint16 when the "
                                                                                  "vocabulary fits")
     append_eos: bool = Field(True, description="tokens: end every document with the tokenizer's EOS")
@@ -293,6 +302,8 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config {path} is a folder: give the YAML file (`curate init` writes one)")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:

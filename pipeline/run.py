@@ -41,8 +41,8 @@ class Output(Protocol):
 
 
 def _spark(config: Config):
-    from pipeline.spark import get_spark
-    return get_spark(config.spark)
+    from pipeline.spark import LazySpark
+    return LazySpark(config.spark)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from pipeline.config import SparkConfig
 from pipeline.errors import UserError
+from pipeline.logs import log_detail, log_file
 
 _PACKAGES = ("pipeline", "schemas")
 
@@ -43,7 +44,8 @@ def get_spark(cfg: SparkConfig):
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     log4j = Path(__file__).with_name("log4j2.properties")
     builder = (SparkSession.builder.master(cfg.master).appName(cfg.app_name)
-               .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
+               .config("spark.driver.extraJavaOptions",
+                       f"-Dlog4j2.configurationFile=file:{log4j} -Dcurate.log.file={log_file()}")
                .config("spark.driver.memory", cfg.driver_memory)
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -55,10 +57,23 @@ def get_spark(cfg: SparkConfig):
         spark = builder.getOrCreate()
     except Exception as e:  # py4j / JVM start-up errors are long; the first line says what happened
         raise UserError(f"could not start Spark with master {cfg.master!r}: {str(e).splitlines()[0]}") from None
-    spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel("WARN")
     if not local:
         _ship_code(spark)
     return spark
+
+
+class LazySpark:
+    """A SparkSession started on first use: a stage checks its inputs, models and the store lock
+    before paying Spark's start-up (~10 s), so a mistake is reported at once."""
+
+    def __init__(self, cfg: SparkConfig):
+        self.cfg, self._session = cfg, None
+
+    def __getattr__(self, name: str):
+        if self._session is None:
+            self._session = get_spark(self.cfg)
+        return getattr(self._session, name)
 
 
 def run_action(spark, job_group: str, description: str, action: Callable[[], Any], report: Callable[[], None],
@@ -93,6 +108,7 @@ def run_action(spark, job_group: str, description: str, action: Callable[[], Any
         raise
     if "error" in outcome:
         cancel_and_wait(sc, job_group)  # the failed task's siblings may still be writing
+        log_detail(f"Spark job {job_group} ({description}) failed", str(outcome["error"]))
         raise UserError(failure_message(task_error(outcome["error"]))) from None
     return outcome["value"]
 

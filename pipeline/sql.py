@@ -1,8 +1,15 @@
 """SQL over the store: every table registered as a DuckDB view over its Parquet files."""
 from __future__ import annotations
 
+import csv
+import datetime
+import json
+import math
+import sys
+from contextlib import nullcontext
+from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -57,24 +64,65 @@ def query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 
 
 def write_result(table: pa.Table, fmt: str, output: str | None) -> None:
-    """Write a query result as csv, json (one object per line) or parquet to `output` (stdout for csv/json)."""
-    import sys
+    """Write a query result as csv, json (one object per line) or parquet to `output` (stdout for csv/json).
+
+    csv and json are written from the Arrow values, not through pandas, which turns an integer column
+    holding a NULL into floats (3 -> 3.0). NULL is an empty csv field and a json null; nested values
+    (lists, structs) are JSON text in csv; bytes are text with undecodable bytes escaped (\\xff)."""
     if fmt == "parquet":
         if not output:
             raise UserError("--format parquet needs --output FILE")
         import pyarrow.parquet as pq
         pq.write_table(table, output)
         return
-    if fmt == "csv":
-        text = table.to_pandas().to_csv(index=False)
-    elif fmt == "json":
-        text = table.to_pandas().to_json(orient="records", lines=True, force_ascii=False, date_format="iso")
-    else:
+    if fmt not in ("csv", "json"):
         raise UserError(f"unknown format {fmt!r}: use table, csv, json or parquet")
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    with open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout) as out:
+        if fmt == "csv":
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(table.column_names)
+            for row in _rows(table):
+                writer.writerow([_csv_field(v) for v in row])
+        else:
+            for row in _rows(table):
+                out.write(json.dumps(dict(zip(table.column_names, map(_plain, row))), ensure_ascii=False) + "\n")
+
+
+def _rows(table: pa.Table) -> Iterator[tuple]:
+    """The rows of `table` as tuples of Python values, a record batch at a time."""
+    for batch in table.to_batches():
+        yield from zip(*(column.to_pylist() for column in batch.columns))
+
+
+def _plain(value):
+    """A query value as JSON data: NULL -> None, ints stay ints, non-finite floats -> None (JSON has no
+    NaN), an integral DECIMAL (DuckDB's sum() of integers is a HUGEINT) -> int, times -> ISO 8601."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return int(value) if value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if isinstance(value, (datetime.date, datetime.time)):  # a datetime is a date
+        return value.isoformat()
+    return str(value)  # timedelta, UUID, ...
+
+
+def _csv_field(value):
+    """One csv field: NULL -> empty, floats and decimals as written (3.0, 2.50), nested values as JSON."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(_plain(value), ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (float, Decimal)):
+        return str(value)
+    return _plain(value)
 
 
 def repl(con: duckdb.DuckDBPyConnection, show: Callable[[pa.Table], None], warn: Callable[[str], None]) -> None:

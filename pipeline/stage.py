@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
+from pipeline.lock import StoreLock
 from pipeline.store import Store, code_version, utc_now
 
 # What a stage may require, and the command that writes it (named in the error when it is missing).
@@ -81,6 +82,20 @@ def _has_partitions(store: Store, table: str) -> bool:
                for i in info)
 
 
+def mark_abandoned(store: Store, stage: str, run_id: str) -> list[str]:
+    """Mark `stage`'s records still "running" (other than `run_id`) abandoned. Called while holding the
+    store lock: every running stage holds it, so such a run's process has gone (killed, machine lost)."""
+    found = []
+    for name in store.list_files("_runs", stage, suffix=".json"):
+        record = store.read_json("_runs", stage, name)
+        if record.get("status") == "running" and record.get("run_id") != run_id:
+            record.update(status="abandoned", finished_at=record.get("finished_at") or utc_now(),
+                          error=f"its process ended before it finished (found by run {run_id})")
+            store.write_run_record(record)
+            found.append(record["run_id"])
+    return found
+
+
 def new_run_record(stage: str, config, inputs: Sequence[str]) -> dict:
     """A stage run's record (schemas.RUN_RECORD) with a fresh run_id, status running; `config` is the
     run's pipeline Config."""
@@ -95,7 +110,9 @@ class StageRun:
     (unless `record` is False: dry runs), times its phases and builds its StageResult. The record's
     inputs are the required tables, then `inputs` (paths, or other store locations the stage reads).
 
-    Nothing is written before `with run:`, so a stage may clear old outputs (--overwrite) first."""
+    `with run:` holds the store's writer lock (pipeline.lock) for the block, so two runs never write
+    one store at once; a stage writes nothing before it. Entering marks this stage's runs that were
+    killed while running as abandoned."""
 
     def __init__(self, stage: str, config, inputs: Sequence[str] = (), requires: Sequence[str] = (),
                  record: bool = True):
@@ -106,6 +123,8 @@ class StageRun:
         self.record = new_run_record(stage, config, inputs) if record else None
         self.timings: dict[str, float] = {}
         self.started = time.time()
+        self.lock: StoreLock | None = None
+        self.abandoned: list[str] = []  # run ids of this stage found killed, marked abandoned
 
     @property
     def run_id(self) -> str | None:
@@ -113,13 +132,24 @@ class StageRun:
 
     def __enter__(self) -> "StageRun":
         if self.record:
-            self.store.write_run_record(self.record)
+            self.lock = StoreLock(self.store, self.stage, self.run_id).acquire()
+            try:
+                self.abandoned = mark_abandoned(self.store, self.stage, self.run_id)
+                self.store.write_run_record(self.record)
+            except BaseException:
+                self.lock.release()
+                raise
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        if error is not None and self.record and self.record["status"] == "running":
-            self.record.update(status="failed", finished_at=utc_now(), error=f"{kind.__name__}: {error}"[:2000])
-            self.store.write_run_record(self.record)
+        try:
+            if error is not None and self.record and self.record["status"] == "running":
+                self.record.update(status="failed", finished_at=utc_now(), error=f"{kind.__name__}: {error}"[:2000])
+                self.store.write_run_record(self.record)
+        finally:
+            if self.lock:
+                self.lock.release()
+                self.lock = None
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

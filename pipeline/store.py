@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from pipeline import __version__
+from pipeline.errors import UserError
 from schemas.sidecars import Sidecar
 
 
@@ -54,6 +55,8 @@ class Store:
             self.fs, self.base = pafs.FileSystem.from_uri(root)
             self.uri = root.rstrip("/")
         else:
+            if Path(root).exists() and not Path(root).is_dir():
+                raise UserError(f"store {root} is a file: a store is a folder (give a new or existing folder)")
             self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).resolve())
             self.uri = self.base
         self.base = self.base.rstrip("/")
@@ -85,6 +88,17 @@ class Store:
             self.fs.delete_dir(p)
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(p)
+
+    def replace_dir(self, new: tuple[str, ...], final: tuple[str, ...]) -> None:
+        """Put the folder `new` in place of `final`: the old one is renamed aside, the new one renamed in,
+        then the old one deleted, so readers see the old table or the new one, whole."""
+        aside = f"replaced-{uuid.uuid4().hex}"
+        self.fs.create_dir(self.path("_staging"), recursive=True)
+        if self.exists(*final):
+            self.fs.move(self.path(*final), self.path("_staging", aside))
+        self.fs.create_dir(self.path(*final[:-1]), recursive=True)
+        self.fs.move(self.path(*new), self.path(*final))
+        self.delete("_staging", aside)
 
     def clear_temporary(self, *parts: str) -> int:
         """Delete the `.tmp-*` files a killed writer left in a folder; returns how many."""

@@ -59,7 +59,7 @@ MAX_RAW_BYTES = 16_384
 RUN_RECORD = _versioned("run_record", 1, [
     pa.field("stage", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),        # running | finished | failed
+    pa.field("status", pa.string(), nullable=False),        # running | finished | failed | abandoned
     pa.field("config", pa.string(), nullable=False),        # JSON of the stage config
     pa.field("inputs", pa.list_(pa.string())),
     pa.field("code_version", pa.string(), nullable=False),
@@ -79,7 +79,7 @@ SCORES = _versioned("scores", 1, [
     pa.field("backend", pa.string(), nullable=False),       # torch | vllm
     pa.field("dtype", pa.string(), nullable=False),
     pa.field("truncation", pa.string(), nullable=False),    # first_n:<max_tokens> | sliding:<window>:<stride>
-    pa.field("n_tokens", pa.int64(), nullable=False),       # tokens in the whole document
+    pa.field("n_tokens", pa.int64(), nullable=False),       # tokens in the document (first_n: in its first max_tokens x 32 characters)
     pa.field("n_predicted", pa.int64(), nullable=False),    # tokens whose NLL was summed
     pa.field("n_bytes", pa.int64(), nullable=False),        # UTF-8 bytes of the scored span
     pa.field("nll_sum", pa.float64()),                      # natural log, over predicted tokens

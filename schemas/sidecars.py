@@ -43,10 +43,12 @@ INGEST_MARKER = Sidecar("ingest_marker", "_staging/ingest/*.json", 1, {
     "fingerprint": "size:mtime_ns of the file when it was read",
     "options": "the field mapping and datasets options it was read with",
     "settings_key": "short digest of the ingest settings (filters, language ID)",
-    "input_rows": "records read",
+    "input_rows": "records read (= staged_rows + quarantined + skipped_records)",
     "staged_rows": "documents staged (before deduplication)",
     "quarantined": "rows sent to quarantine",
     "reasons": "quarantine reason -> rows",
+    "skipped_records": "records that hold no document by design (WARC request, metadata, warcinfo); "
+                       "markers written before it existed lack it: read it as 0",
     "seconds": "time the file took",
 })
 
@@ -69,6 +71,9 @@ SCORER = Sidecar("scorer", "scores/scorer=*/_scorer.json", 1, {
     "stride": "sliding windows' stride; null for first_n",
     "truncation_label": "first_n:<max_tokens> | sliding:<max_tokens>:<stride>",
     "code_version": "the pipeline version that scored (not part of the id)",
+}, {
+    "model_path": "the model directory, on the machine that scored in-process (export finds the tokenizer "
+                  "there); absent for a service",
 })
 
 SELECTION = Sidecar("selection", "selections/*/_selection.json", 1, {
@@ -150,6 +155,8 @@ CONVERTED_MODEL = Sidecar("converted_model", "<model dir>/curate_model.json", 1,
     "weights_sha256": "sha256 of the converted safetensors", "dtype": "dtype of the converted weights",
     "doc_start_token": "the token that starts a document (the tokenizer's BOS)",
     "license": "the model's licence", "conversion_seconds": "time the conversion took",
+}, {
+    "description": "what the model is, in words (e.g. which checkpoint, and that it was dequantised)",
 })
 
 # Every sidecar in the store, for `sidecar_for`; model cards are found by their `kind`.

@@ -259,3 +259,64 @@ def test_job_entry_point_gives_the_same_bytes(spark, store_root, model_dir, tmp_
     path.write_text(yaml.safe_dump({"store": str(store_root), "export": {"name": "job", "selection": "nope",
                                                                           "tokenizer": str(model_dir)}}))
     assert main(["--config", str(path)]) == 2 and "curate select" in capsys.readouterr().err
+
+
+def _scored_selection(root, name: str, scorer: dict) -> None:
+    """A copy of selection `sel` recorded as made with `scorer` (a _scorer.json identity)."""
+    store = Store(root)
+    store.write_table(pq.read_table(root / "selections" / "sel"), schemas.SELECTION, "selections", name,
+                      "part-00000.parquet")
+    info = {**json.loads((root / "selections" / "sel" / "_selection.json").read_text()), "name": name,
+            "scorer": scorer, "selection_id": hashlib.sha256(json.dumps(scorer).encode()).hexdigest()[:16]}
+    info.pop("schema_version")
+    store.write_json(sidecars.SELECTION, info, "selections", name, "_selection.json")
+
+
+def test_the_tokenizer_defaults_to_the_selection_scorers(spark, store_root, model_dir, tmp_path):
+    import shutil
+    from pipeline.export.stage import report
+    from pipeline.scoring.identity import tokenizer_hash
+    other = shutil.copytree(model_dir, tmp_path / "other-model")  # another scorer's tokenizer files
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 4096}))
+    other_hash = tokenizer_hash(other)
+    assert other_hash != tokenizer_hash(model_dir)
+    _scored_selection(store_root, "by-other", {"tokenizer": f"other@{other_hash}", "model_path": str(other)})
+
+    # score.model is model_dir, but the selection was scored with `other`: its tokenizer counts the tokens.
+    chosen = run_export(_config(store_root, model_dir, name="tok-default", selection="by-other"), spark)
+    tok = chosen.outputs["manifest"]["tokenizer"]
+    assert tok["path"] == str(other) and tok["hash"] == other_hash and tok["matches_scorer"]
+    assert "scorer" in tok["source"] and "note:" not in report(chosen).text()
+
+    # A tokenizer the user names instead is used, recorded as a mismatch and reported.
+    asked = run_export(_config(store_root, model_dir, name="tok-asked", selection="by-other",
+                               tokenizer=str(model_dir)), spark)
+    tok = asked.outputs["manifest"]["tokenizer"]
+    assert tok["path"] == str(model_dir) and tok["matches_scorer"] is False and tok["source"] == "export.tokenizer"
+    assert "not with the tokenizer of the scorer" in report(asked).text()
+
+    # The scorer's model is nowhere here: ask for a tokenizer rather than guess.
+    _scored_selection(store_root, "by-absent", {"tokenizer": "gone@0123456789abcdef", "model_path": "/nowhere"})
+    with pytest.raises(UserError, match="set export.tokenizer"):
+        run_export(_config(store_root, model_dir, name="tok-absent", selection="by-absent"), spark)
+
+
+def test_a_failed_overwrite_leaves_the_old_export_whole(spark, store_root, model_dir, tmp_path):
+    import shutil
+    cfg = _config(store_root, model_dir, name="swap")
+    first = run_export(cfg, spark)
+    out = store_root / "exports" / "swap"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    broken = shutil.copytree(model_dir, tmp_path / "tok")  # the workers cannot load it: the export fails
+    (broken / "tokenizer_config.json").write_text(json.dumps({
+        **json.loads((broken / "tokenizer_config.json").read_text()), "model_max_length": 7}))
+    from pipeline.export.stage import load_export_tokenizer
+    load_export_tokenizer(str(broken))
+    (broken / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="export failed"):
+        run_export(_config(store_root, model_dir, name="swap", tokenizer=str(broken)), spark, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    replaced = run_export(_config(store_root, model_dir, name="swap", seed=3), spark, overwrite=True)
+    assert replaced.outputs["manifest"]["seed"] == 3 and json.loads((out / "manifest.json").read_text())["seed"] == 3
+    assert replaced.counts["docs"] == first.counts["docs"] and not list((store_root / "_staging").glob("replaced-*"))

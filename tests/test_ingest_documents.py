@@ -1,3 +1,4 @@
+import json
 import random
 import unicodedata
 
@@ -74,3 +75,78 @@ def test_prepare_document_rows_and_reasons():
 def test_settings_key_changes_with_settings():
     assert IngestSettings().key == IngestSettings().key
     assert IngestSettings(min_chars=5).key != IngestSettings().key
+
+
+# -- one input file through ingest_file (the body of a Spark task), on real files -------------------
+
+def _crawl(path, n_pages: int) -> None:
+    """A WARC as crawlers write it: warcinfo, then request, response and metadata per page; plus an
+    image response and an HTML response without text, which are bad rows."""
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    def response(writer, url, body: bytes, content_type: str):
+        headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
+        return writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
+
+    with open(path, "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        writer.write_record(writer.create_warcinfo_record(path.name, {"software": "test"}))
+        for i in range(n_pages):
+            url = f"http://e.com/{i}"
+            writer.write_record(writer.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n"),
+                                                          warc_content_type="application/http; msgtype=request"))
+            writer.write_record(response(writer, url, f"<p>Page number {i} of the crawl.</p>".encode(), "text/html"))
+            writer.write_record(writer.create_warc_record(url, "metadata", payload=io.BytesIO(b"fetchTimeMs: 12"),
+                                                          warc_content_type="application/warc-fields"))
+        writer.write_record(response(writer, "http://e.com/logo.png", b"\x89PNG" + bytes(50), "image/png"))
+        writer.write_record(response(writer, "http://e.com/empty", b"<script>x()</script>", "text/html"))
+
+
+def test_ingest_file_counts_warc_requests_as_skipped_not_quarantined(tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.config import InputSpec
+    from pipeline.ingest.stage import ingest_file
+    from pipeline.io.readers import discover_inputs
+
+    path = tmp_path / "crawl.warc.gz"
+    _crawl(path, n_pages=10)
+    (f,) = discover_inputs(InputSpec(path=str(path)))
+    store = tmp_path / "store"
+    marker = ingest_file(f, IngestSettings(language=False), str(store))
+
+    quarantine = pq.read_table(store / "quarantine")
+    (staged_file,) = (store / "_staging" / "ingest").glob("*.parquet")
+    staged = pq.read_table(staged_file)
+    assert staged.num_rows == marker["staged_rows"] == 10
+    assert sorted(quarantine["reason"].to_pylist()) == ["missing_text", "unsupported_content_type"]
+    assert marker["quarantined"] == 2 and marker["reasons"] == {"missing_text": 1, "unsupported_content_type": 1}
+    assert marker["skipped_records"] == 1 + 10 + 10                    # warcinfo, requests, metadata
+    assert marker["input_rows"] == 33 == marker["staged_rows"] + marker["quarantined"] + marker["skipped_records"]
+    (marker_file,) = (store / "_staging" / "ingest").glob("*.json")
+    assert json.loads(marker_file.read_text())["skipped_records"] == 21
+
+
+def _ingest_result(**counts):
+    from pipeline.stage import StageResult
+    base = {"input_files": 1, "files_processed": 1, "files_skipped": 0, "input_rows": 118, "docs": 60,
+            "duplicates": 2, "quarantined": 5, "skipped_records": 51, "doc_bytes": 9000, "shards": 2,
+            "dedup_skipped": 0}
+    return StageResult("ingest", "/store", "run-1", {**base, **counts},
+                       {"total_s": 1.0, "read_s": 0.6, "dedup_shard_s": 0.4}, {"reasons": {"missing_text": 5}})
+
+
+def test_ingest_report_reconciles_skipped_records_apart_from_quarantine():
+    from pipeline.ingest.stage import report, summary_row
+
+    shown = report(_ingest_result())
+    rows = dict(shown.rows)
+    assert rows["quarantined rows"] == 5 and rows["skipped records (WARC request, metadata, ...)"] == 51
+    assert shown.notes[0] == ("input rows 118 = documents 60 + duplicates 2 + quarantined 5 + skipped records 51: "
+                              "reconciled")
+    assert report(_ingest_result(skipped_records=50)).notes[0].endswith("MISMATCH")
+    assert summary_row(_ingest_result())["output"] == ("118 input rows, 2 duplicates, 5 quarantined, "
+                                                       "51 skipped records")

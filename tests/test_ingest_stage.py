@@ -14,6 +14,7 @@ import schemas
 from pipeline.config import Config
 from pipeline import hashing
 from pipeline.ingest.documents import normalize_text
+from pipeline.errors import UserError
 from pipeline.ingest.stage import run_ingest
 
 pytestmark = pytest.mark.spark
@@ -50,7 +51,7 @@ def mixed_inputs(tmp_path):
     """Real files of every reader's format, with planted bad rows and files. Returns (folder, expected)."""
     raw = tmp_path / "raw"
     (raw / "bad").mkdir(parents=True)
-    expected = {"input_rows": 0, "quarantined": 0, "texts": []}
+    expected = {"input_rows": 0, "quarantined": 0, "skipped_records": 0, "texts": []}
 
     def good(text):
         expected["input_rows"] += 1
@@ -59,6 +60,10 @@ def mixed_inputs(tmp_path):
     def bad(n=1):
         expected["input_rows"] += n
         expected["quarantined"] += n
+
+    def skipped(n):
+        expected["input_rows"] += n
+        expected["skipped_records"] += n
 
     with gzip.open(raw / "a.jsonl.gz", "wt", encoding="utf-8") as f:  # 30 docs
         for i in range(30):
@@ -80,7 +85,7 @@ def mixed_inputs(tmp_path):
                               for i in range(10)])
     for i in range(10):
         good(_text(200 + i))
-    bad(1 + 10)  # warcinfo + 10 request records are not responses
+    skipped(1 + 10)  # warcinfo + 10 request records hold no page: skipped, not quarantined
     from datasets import Dataset
     Dataset.from_dict({"text": [_text(300 + i) for i in range(15)],
                        "url": [f"https://hf.example.com/{i}" for i in range(15)]}).save_to_disk(str(raw / "e_dataset"))
@@ -125,12 +130,14 @@ def test_ingest_mixed_inputs_reconciles(spark, tmp_path, mixed_inputs):
     assert truncated_rows.num_rows == 1 and truncated_rows["reason"][0].as_py() == "corrupt_compression"
     n_before_damage = c["input_rows"] - expected["input_rows"] - 1
     assert 0 < n_before_damage < 200
-    assert c["input_rows"] == docs.num_rows + c["duplicates"] + quarantine.num_rows
+    assert c["input_rows"] == docs.num_rows + c["duplicates"] + quarantine.num_rows + c["skipped_records"]
     assert c["quarantined"] == quarantine.num_rows == expected["quarantined"] + 1
+    assert c["skipped_records"] == expected["skipped_records"] == 11
     assert c["duplicates"] == 5 and c["docs"] == docs.num_rows
     reasons = set(quarantine["reason"].to_pylist())
     assert {"malformed_json", "invalid_utf8", "missing_text", "empty_text", "empty_file", "unknown_format",
-            "warc_not_response", "corrupt_compression"} <= reasons
+            "corrupt_compression"} <= reasons
+    assert "warc_not_response" not in reasons
     assert all(quarantine["source_file"].to_pylist())
     # Every expected text is there exactly once, keyed by the hash of its normalised text.
     ids = docs["doc_id"].to_pylist()
@@ -191,11 +198,23 @@ def test_ingest_resumes_without_duplicates(spark, tmp_path, mixed_inputs):
     assert grown.counts["files_processed"] == 1
     assert grown.counts["docs"] == first.counts["docs"] + 1
     assert grown.counts["duplicates"] == first.counts["duplicates"] + 1
-    assert grown.counts["input_rows"] == grown.counts["docs"] + grown.counts["duplicates"] + grown.counts["quarantined"]
-    # --overwrite starts over.
+    assert grown.counts["input_rows"] == (grown.counts["docs"] + grown.counts["duplicates"] + grown.counts["quarantined"]
+                                          + grown.counts["skipped_records"])
+    # --overwrite starts over, and a failed one leaves the store as it was (here: no Spark to read with).
+    docs_before = _docs(store)
+    with pytest.raises(UserError):
+        run_ingest(cfg, spark=None, overwrite=True)
+    assert _docs(store).equals(docs_before)
+    assert pq.read_table(store / "quarantine").num_rows == grown.counts["quarantined"]
     fresh = run_ingest(cfg, spark=spark, overwrite=True)
     assert fresh.counts["files_skipped"] == 0 and fresh.counts["docs"] == grown.counts["docs"]
-    assert len(list((store / "_runs" / "ingest").glob("*.json"))) == 1
+    assert len(list((store / "_runs" / "ingest").glob("*.json"))) == 6  # the history is kept
+    # Overwriting with fewer inputs: the left-out file's documents and staged rows leave the store.
+    (raw / "more.jsonl").unlink()
+    fewer = run_ingest(cfg, spark=spark, overwrite=True)
+    assert fewer.counts["docs"] == first.counts["docs"] and fewer.counts["input_files"] == fresh.counts["input_files"] - 1
+    assert _docs(store).num_rows == first.counts["docs"]
+    assert len(list((store / "_staging" / "ingest").glob("*.json"))) == fewer.counts["input_files"]
 
 
 def test_changed_settings_reprocess_files(spark, tmp_path, mixed_inputs):
@@ -206,7 +225,8 @@ def test_changed_settings_reprocess_files(spark, tmp_path, mixed_inputs):
     q = duckdb.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/quarantine/*.parquet') "
                    "WHERE reason = 'too_short'").fetchone()[0]
     assert q > 0 and strict.outputs["reasons"]["too_short"] == q
-    assert strict.counts["input_rows"] == strict.counts["docs"] + strict.counts["duplicates"] + strict.counts["quarantined"]
+    assert strict.counts["input_rows"] == (strict.counts["docs"] + strict.counts["duplicates"]
+                                           + strict.counts["quarantined"] + strict.counts["skipped_records"])
 
 
 def test_no_documents_still_writes_empty_shards(spark, tmp_path):

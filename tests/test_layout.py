@@ -7,13 +7,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. A module may import its own floor or those below, never one above.
 FLOORS = [
-    ("pipeline", "pipeline.errors", "pipeline.hashing", "schemas"),
-    ("pipeline.config", "pipeline.store", "pipeline.io", "pipeline.sql", "pipeline.spark"),
+    ("pipeline", "pipeline.errors", "pipeline.hashing", "pipeline.logs", "schemas"),
+    ("pipeline.config", "pipeline.store", "pipeline.lock", "pipeline.io", "pipeline.sql", "pipeline.spark"),
     ("pipeline.stage",),
     ("pipeline.ingest", "pipeline.train", "pipeline.scoring", "pipeline.selection", "pipeline.export"),
     ("pipeline.run",),
     ("pipeline.demo",),
-    ("pipeline.cli",),
+    ("pipeline.console", "pipeline.cli"),
 ]
 
 

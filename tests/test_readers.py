@@ -21,7 +21,7 @@ from warcio.warcwriter import WARCWriter
 
 from pipeline.config import FieldMapping, InputSpec
 from pipeline.errors import UserError
-from pipeline.io import RawDoc, Rejected
+from pipeline.io import RawDoc, Rejected, Skipped
 from pipeline.io.html import decode_payload, html_to_text
 from pipeline.io.readers import discover_inputs, format_from_name, read_file
 
@@ -48,6 +48,10 @@ def rejected(records) -> list[Rejected]:
 
 def reasons(records) -> list[str]:
     return [r.reason for r in rejected(records)]
+
+
+def skipped_types(records) -> list[str]:
+    return [r.record_type for r in records if isinstance(r, Skipped)]
 
 
 def jsonl_bytes(rows) -> bytes:
@@ -239,6 +243,104 @@ def test_read_error_on_vanished_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Byte-order marks and JSON arrays
+# ---------------------------------------------------------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+COMPRESSIONS = [("", lambda b: b), (".gz", gzip.compress), (".zst", lambda b: zstandard.ZstdCompressor().compress(b))]
+
+
+@pytest.mark.parametrize("compression, compress", COMPRESSIONS)
+def test_jsonl_starting_with_a_bom_keeps_its_first_row(tmp_path, compression, compress):
+    rows = [{"text": "first"}, {"text": "second"}]
+    # Two files saved with a mark and concatenated (`cat a.jsonl b.jsonl`): the second mark starts line 3.
+    path = tmp_path / f"bom.jsonl{compression}"
+    path.write_bytes(compress(BOM + jsonl_bytes(rows) + BOM + jsonl_bytes(rows)))
+    records = read_all(path)
+    assert [(d.text, d.source_offset) for d in records] == [("first", 1), ("second", 2), ("first", 3), ("second", 4)]
+
+
+def json_array_layouts(rows) -> dict[str, bytes]:
+    return {"pretty": json.dumps(rows, indent=2).encode(), "compact": json.dumps(rows).encode() + b"\n",
+            "bom": BOM + json.dumps(rows).encode()}
+
+
+@pytest.mark.parametrize("layout", ["pretty", "compact", "bom"])
+@pytest.mark.parametrize("compression, compress", COMPRESSIONS)
+def test_json_array_file_is_read_as_documents(tmp_path, layout, compression, compress):
+    rows = [{"text": "a", "url": "http://a", "id": 1}, "a string", {"text": "b"}, [1, 2], {"body": "no text"},
+            None, {"text": "c"}]
+    path = tmp_path / f"rows.json{compression}"
+    path.write_bytes(compress(json_array_layouts(rows)[layout]))
+    (f,) = discover_inputs(InputSpec(path=str(path)))              # format: auto
+    records = list(read_file(f))
+
+    assert len(records) == len(rows)                                # one input row per element
+    assert [r.source_offset for r in records] == list(range(len(rows)))  # the element's index
+    assert {r.source_format for r in records} == {"json"}
+    assert [(d.text, d.source_offset) for d in docs(records)] == [("a", 0), ("b", 2), ("c", 6)]
+    assert (records[0].url, records[0].source_id) == ("http://a", "1")
+    assert [(r.reason, r.source_offset) for r in rejected(records)] == [
+        ("not_an_object", 1), ("not_an_object", 3), ("missing_text", 4), ("not_an_object", 5)]
+    assert rejected(records)[0].raw == b'"a string"' and "str" in rejected(records)[0].detail
+    assert rejected(records)[1].raw.replace(b" ", b"").replace(b"\n", b"") == b"[1,2]"
+
+
+def test_json_array_and_jsonl_both_read_under_auto(tmp_path):
+    (tmp_path / "array.json").write_bytes(json.dumps([{"text": "from array"}], indent=1).encode())
+    (tmp_path / "lines.json").write_bytes(jsonl_bytes([{"text": "line 1"}, {"text": "line 2"}]))
+    (tmp_path / "lines.jsonl").write_bytes(BOM + jsonl_bytes([{"text": "line a"}]))
+    found = discover_inputs(InputSpec(path=str(tmp_path), format="auto"))
+    assert [f.format for f in found] == ["jsonl"] * 3               # the content tells which layout
+    records = [r for f in found for r in read_file(f)]
+    assert [(d.text, d.source_format, d.source_offset) for d in records] == [
+        ("from array", "json", 0), ("line 1", "jsonl", 1), ("line 2", "jsonl", 2), ("line a", "jsonl", 1)]
+
+
+def test_jsonl_whose_rows_are_arrays_stays_line_by_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'["an", "array"]\n\n{"text": "x"}\n[1]\n')
+    records = read_all(path)
+    assert [(type(r).__name__, r.source_offset, r.source_format) for r in records] == [
+        ("Rejected", 1, "jsonl"), ("RawDoc", 3, "jsonl"), ("Rejected", 4, "jsonl")]
+    assert reasons(records) == ["not_an_object", "not_an_object"]
+
+
+@pytest.mark.parametrize("content, reason, n_docs", [
+    (b'[{"text": "a"}, {"text": "b"}, {"text": "unterminated', "malformed_json", 2),
+    (b'[{"text": "a"} {"text": "b"}]', "malformed_json", 1),                  # a comma is missing
+    (b'[{"text": "a"}, {"text": "b"}] {"text": "c"}', "malformed_json", 2),  # data after the array
+    (b'[{"text": "a"}, {"text": "b"}, {"text": "caf\xe9"}]', "invalid_utf8", 2),
+])
+def test_bad_json_array_keeps_the_elements_before_the_damage(tmp_path, content, reason, n_docs):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    records = read_all(path)
+    assert [d.text for d in docs(records)] == ["a", "b"][:n_docs]
+    (rej,) = rejected(records)
+    assert (rej.reason, rej.source_offset, rej.source_format) == (reason, n_docs, "json")
+    assert f"{n_docs} elements before" in rej.detail
+
+
+def test_truncated_gzip_json_array_keeps_the_elements_before_the_cut(tmp_path):
+    rows = numbered_rows(1000)
+    data = gzip.compress(json.dumps(rows, indent=1).encode())
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    *good, last = read_all(path)
+    assert 100 < len(good) < 1000
+    assert [d.text for d in good] == [r["text"] for r in rows[:len(good)]]
+    assert (last.reason, last.source_offset) == ("corrupt_compression", len(good))
+
+
+def test_empty_json_array_is_an_empty_file(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_bytes(b"[\n]\n")
+    (rej,) = read_all(path)
+    assert rej.reason == "empty_file"
+
+
+# ---------------------------------------------------------------------------------------------
 # Parquet
 # ---------------------------------------------------------------------------------------------
 
@@ -339,8 +441,9 @@ def test_warc_reader(tmp_path, gzip_members, name):
     records = read_all(path)
 
     assert len(records) == 8                                     # one result per planted record
-    assert reasons(records) == ["warc_not_response", "warc_not_response", "unsupported_content_type",
-                                "missing_text", "warc_not_response"]
+    # Records that never hold a page are skipped, not quarantined; a response without text is bad data.
+    assert skipped_types(records) == ["warcinfo", "request", "metadata"]
+    assert reasons(records) == ["unsupported_content_type", "missing_text"]
     page, latin, plain = docs(records)
     assert page.text == "Heading\n\nFirst paragraph continues.\n\none\ntwo"
     assert (page.url, page.source_format, page.source_id) == ("http://e.com/page", "warc", ids[2])
@@ -349,7 +452,7 @@ def test_warc_reader(tmp_path, gzip_members, name):
     assert page.metadata["warc_date"]
     assert latin.text == "café crème"                             # decoded with the declared charset
     assert plain.text == "just  text"                             # text/plain is not HTML-processed
-    assert rejected(records)[2].raw.startswith(b"\x89PNG")
+    assert rejected(records)[0].raw.startswith(b"\x89PNG")
 
     # Offsets are where each record starts: warcio started there reads the same record.
     offsets = [r.source_offset for r in records]
@@ -418,14 +521,23 @@ def test_wet_reader(tmp_path):
     records = read_all(path)
 
     assert len(records) == 6
-    assert [type(r).__name__ for r in records] == ["Rejected", "RawDoc", "Rejected", "Rejected", "RawDoc", "Rejected"]
-    assert reasons(records) == ["warc_not_response", "invalid_utf8", "missing_text", "warc_not_response"]
-    assert "WET record of type warcinfo is not a conversion" == records[0].detail
+    assert [type(r).__name__ for r in records] == ["Skipped", "RawDoc", "Rejected", "Rejected", "RawDoc", "Skipped"]
+    assert reasons(records) == ["invalid_utf8", "missing_text"]
+    assert skipped_types(records) == ["warcinfo", "metadata"]
+    assert (records[0].source_offset, records[0].source_format) == (0, "wet")
     a, d = docs(records)
     assert (a.text, a.url, a.source_format, a.source_id) == ("Première page.\nLine two.", "http://e.com/a", "wet", ids[1])
     assert d.metadata["content_type"] == "text/plain"
     assert records[2].raw == b"bad \xff byte"
     assert all(r.source_offset is not None for r in records)
+
+
+def test_wet_conversion_starting_with_a_bom(tmp_path):
+    path = tmp_path / "bom.warc.wet.gz"
+    write_archive(path, lambda w: [w.create_warc_record("http://e.com/", "conversion", warc_content_type="text/plain",
+                                                        payload=io.BytesIO(BOM + "Été.".encode()))])
+    (doc,) = read_all(path)
+    assert doc.text == "Été."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,6 +599,22 @@ def test_hf_files_csv_and_json(tmp_path):
     assert [d.text for d in records] == ["x", "y"]
 
 
+@pytest.mark.parametrize("name, content, builder", [
+    ("rows.csv", b"text,url\nhello,u1\nworld,u2\n", None),
+    ("rows.tsv", b"text\turl\nhello\tu1\nworld\tu2\n", None),            # tabs, from the name
+    ("rows.tsv.gz", b"text\turl\nhello\tu1\nworld\tu2\n", None),
+    ("rows.txt", b"hello\nworld\n", None),                                  # one row per line
+    ("rows.txt.gz", b"hello\nworld\n", "text"),
+    ("rows.jsonl", b'{"text": "hello"}\n{"text": "world"}\n', None),
+])
+def test_hf_files_drop_a_bom(tmp_path, name, content, builder):
+    path = tmp_path / name
+    data = BOM + content
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    records = read_all(path, format="hf_files", hf_builder=builder)
+    assert [(d.text, d.source_offset) for d in records] == [("hello", 0), ("world", 1)]
+
+
 def test_hf_files_unloadable(tmp_path):
     path = tmp_path / "bad.json"
     path.write_bytes(b"{{{ not json")
@@ -537,8 +665,8 @@ def test_discover_folder_mixing_formats(tmp_path):
 
     records = [r for f in found for r in read_file(f)]
     assert [d.text for d in docs(records)] == ["a", "b", "c", "d", "Première page.\nLine two.", "Second good page.", "f"]
-    assert reasons(records) == ["unknown_format", "warc_not_response", "invalid_utf8", "missing_text",
-                                "warc_not_response"]
+    assert reasons(records) == ["unknown_format", "invalid_utf8", "missing_text"]
+    assert skipped_types(records) == ["warcinfo", "metadata"]
 
 
 def test_discover_glob_and_single_file(tmp_path):
@@ -598,3 +726,5 @@ def test_decode_payload_charsets():
     assert decode_payload("naïve".encode("utf-8"), None) == "naïve"
     assert decode_payload("naïve — ok".encode("cp1252"), "text/html") == "naïve — ok"   # not UTF-8: cp1252
     assert decode_payload(b"a\x81b", "text/html; charset=made-up") == "a\ufffdb"         # neither: replaced
+    assert decode_payload(b"\xef\xbb\xbfna\xc3\xafve", "text/html; charset=UTF-8") == "naïve"   # BOM dropped
+    assert decode_payload(b"\xef\xbb\xbfna\xc3\xafve", "text/html; charset=iso-8859-1") == "naïve"  # BOM outranks it

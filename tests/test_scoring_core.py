@@ -137,3 +137,19 @@ def test_length_sorted_batches_respect_budget_brute_force():
     assert length_sorted_batches([3, 10, 5, 7, 1, 20], 20) == [[5], [1, 3], [2, 0, 4]]
     with pytest.raises(ValueError):
         length_sorted_batches([1], 0)
+
+
+# --------------------------------------------------------------------------- huge documents
+
+def test_truncate_text_cuts_first_n_at_the_char_limit_only():
+    from pipeline.scoring.core import CHARS_PER_TOKEN, LIMIT_ERROR, char_limit, is_limit_error, truncate_text
+    limit = char_limit(IDENTITY)
+    assert limit == 8 * CHARS_PER_TOKEN
+    text = "é" * (limit + 10)
+    assert truncate_text(text, IDENTITY) == "é" * limit
+    assert truncate_text(truncate_text(text, IDENTITY), IDENTITY) == "é" * limit     # idempotent
+    assert truncate_text("short", IDENTITY) == "short"
+    sliding = replace(IDENTITY, truncation="sliding", stride=4)
+    assert char_limit(sliding) is None and truncate_text(text, sliding) == text
+    assert is_limit_error(f"{LIMIT_ERROR}: 5 bytes") and not is_limit_error("too_short: 0 token(s)")
+    assert not is_limit_error(None)

@@ -106,36 +106,42 @@ def test_missing_docs_and_model_are_clear_errors(spark, tmp_path, corpus, model_
 
 
 def test_score_through_the_service_and_a_failing_service(spark, tmp_path, corpus, model_dir):
+    """A service started with --max-docs 4 that stops scoring after 5 requests (the job's client sizes
+    its requests to the limit). Every document it answered is written before the job gives up, though
+    the parts are far from full, and the re-run scores exactly the others."""
+    import json as _json
+
     from fastapi.responses import JSONResponse
 
     from pipeline.scoring.engines import load_engine
-    from pipeline.scoring.service import create_app
+    from pipeline.scoring.service import ServiceLimits, create_app
 
     engine = load_engine("torch", model_dir, max_tokens=64)
-    app = create_app(engine)
-    budget = {"score_requests": 3}  # then the service starts failing, as if its GPU fell over
+    app = create_app(engine, ServiceLimits(max_documents_per_request=4))
+    budget = {"score_requests": 5, "answered": set()}  # then the service starts failing, as if its GPU fell over
 
     @app.middleware("http")
     async def fail_after_budget(request, call_next):
         if request.url.path == "/v1/score":
-            if budget["score_requests"] <= 0:
-                return JSONResponse({"detail": "engine crashed"}, status_code=503)
+            if budget["score_requests"] <= 0:   # refused at once (not retried): each task fails on its next call
+                return JSONResponse({"detail": "engine crashed"}, status_code=400)
             budget["score_requests"] -= 1
+            budget["answered"] |= {d["doc_id"] for d in _json.loads(await request.body())["documents"]}
         return await call_next(request)
 
     store = tmp_path / "store"
     with running(app) as url:
-        cfg = _config(store, corpus, model_dir, model=None, service_url=url, request_docs=8, concurrency=1)
+        cfg = _config(store, corpus, model_dir, model=None, service_url=url, concurrency=1, docs_per_part=100)
         run_ingest(cfg, spark=spark)
         with pytest.raises(UserError) as failure:
             run_score(cfg, spark)
         message = str(failure.value)
-        assert "scoring failed" in message and "re-run" in message
-        kept = len(_scores(store))
-        assert 0 < kept < 61  # what was written before the failure stays
+        assert "scoring failed" in message and "re-run" in message and "engine crashed" in message
+        kept = {r[0] for r in _scores(store)}
+        assert len(budget["answered"]) == 20 and kept == budget["answered"]  # nothing scored is lost
         budget["score_requests"] = 10_000
         result = run_score(cfg, spark)
-        assert result.counts["already_scored"] == kept and result.counts["scored_now"] == 61 - kept
+        assert result.counts["already_scored"] == len(kept) and result.counts["scored_now"] == 61 - len(kept)
     ids = [r[0] for r in _scores(store)]
     assert len(ids) == len(set(ids)) == 61
     # Scores through the service equal the in-process engine's.
@@ -143,6 +149,28 @@ def test_score_through_the_service_and_a_failing_service(spark, tmp_path, corpus
                   engine.score([(d["doc_id"], d["text"]) for d in pq.read_table(store / "docs").to_pylist()])}
     for row in pq.read_table(store / "scores").to_pylist():
         assert row["nll_sum"] == pytest.approx(in_process[row["doc_id"]], rel=1e-4)
+
+
+def test_limit_error_rows_are_scored_again(spark, tmp_path, corpus, model_dir):
+    """A service with a small per-document limit leaves too_large rows; the same scorer served with
+    room for them scores those documents on the re-run, and their new rows replace the old."""
+    from pipeline.scoring.engines import load_engine
+    from pipeline.scoring.service import ServiceLimits, create_app
+
+    engine = load_engine("torch", model_dir, max_tokens=64)
+    store = tmp_path / "store"
+    with running(create_app(engine, ServiceLimits(max_bytes_per_document=100))) as url:
+        cfg = _config(store, corpus, model_dir, model=None, service_url=url)
+        run_ingest(cfg, spark=spark)
+        first = run_score(cfg, spark)
+    too_large = {r["doc_id"] for r in pq.read_table(store / "scores").to_pylist() if r["error"]}
+    assert first.counts["errors"] == len(too_large) > 0
+    with running(create_app(engine)) as url:
+        again = run_score(cfg.model_copy(update={"score": cfg.score.model_copy(update={"service_url": url})}), spark)
+    assert again.outputs["scorer_id"] == first.outputs["scorer_id"]
+    assert again.counts["scored_now"] == len(too_large) and again.counts["errors"] == 0
+    rows = pq.read_table(store / "scores").to_pylist()
+    assert len(rows) == len({r["doc_id"] for r in rows}) == 61 and not any(r["error"] for r in rows)
 
 
 def test_unreachable_service_is_one_clear_message(spark, tmp_path, corpus, model_dir):

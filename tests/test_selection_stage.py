@@ -50,9 +50,10 @@ def write_store(root, n=300, seed=0, scorers=("aaaa000000000001",)):
         store.write_json(sidecars.SCORER, {**identity.to_dict(), "scorer_id": sid}, "scores", f"scorer={sid}",
                          "_scorer.json")
     split = ids[::10]
-    store.write_table(pa.table({"doc_id": split, "model_name": ["ref"] * len(split),
+    # model-0, the first scorer's model, is a reference model trained on this split.
+    store.write_table(pa.table({"doc_id": split, "model_name": ["model-0"] * len(split),
                                 "heldout": [j % 3 == 0 for j in range(len(split))]}),
-                      schemas.REFERENCE_SPLIT, "reference_splits", "model=ref", "part-00000.parquet")
+                      schemas.REFERENCE_SPLIT, "reference_splits", "model=model-0", "part-00000.parquet")
     return store, ids, split
 
 
@@ -146,9 +147,16 @@ def test_scorer_choice_and_clear_errors(tmp_path):
         run_select(config(tmp_path, scorer="model-0", rules=[{**band[0], "by": "country"}]))
     with pytest.raises(UserError, match="where"):
         run_select(config(tmp_path, scorer="model-0", rules=[{"type": "where", "sql": "no_such_column > 1"}]))
-    # Without score rules no scorer is needed, and everything outside the reference split is kept.
-    only_sql = run_select(config(tmp_path, rules=[{"type": "where", "sql": "language = 'de'"}]), dry_run=True)
-    assert only_sql.counts["kept"] == 60 - 30 + 10  # 60 German documents, 30 in the split, 10 of them held out
+    # The reference split is left out of selections by model-0's scores only: model-1 never saw it, and a
+    # selection without scores uses no model.
+    german = [{"type": "where", "sql": "language = 'de'"}]
+    by_reference = run_select(config(tmp_path, scorer="model-0", rules=german), dry_run=True)
+    assert by_reference.counts["kept"] == 60 - 30 + 10  # 60 German documents, 30 in the split, 10 held out
+    assert by_reference.counts["reference_split"] == 20
+    by_other = run_select(config(tmp_path, scorer="model-1", rules=german), dry_run=True)
+    assert by_other.counts["kept"] == 60 and by_other.counts["reference_split"] == 0
+    only_sql = run_select(config(tmp_path, rules=german), dry_run=True)
+    assert only_sql.outputs["scorer_id"] is None and only_sql.counts["kept"] == 60
 
 
 def test_parse_rule_and_the_cli(tmp_path):

@@ -42,6 +42,7 @@ def test_conversion_writes_a_described_cached_model(smollm2_dir):
     manifest = json.loads((smollm2_dir / identity.MANIFEST).read_text())
     assert manifest["weights_sha256"] == identity.weights_sha256(smollm2_dir)
     assert manifest["source_sha256"] == file_sha256(smollm2.smollm2_gguf_path())
+    assert "SmolLM2-135M-Instruct" in manifest["description"] and "dequantised" in manifest["description"]
     info = identity.describe_model(smollm2_dir)
     assert info["name"] == smollm2.SMOLLM2_NAME and info["architecture"] == "LlamaForCausalLM"
     assert (info["layers"], info["hidden"], info["heads"], info["kv_heads"], info["head_dim"], info["vocab"]) \

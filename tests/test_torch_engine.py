@@ -148,3 +148,27 @@ def test_identity(tiny_dir):
     assert torch.get_num_threads() >= 1
     with pytest.raises(UserError, match="exceeds the model's context of 1024"):
         TorchEngine(tiny_dir, max_tokens=2048)
+
+
+def test_char_cut_changes_no_scored_token_of_a_long_document(tiny_dir):
+    """first_n reads a document only to max_tokens * CHARS_PER_TOKEN characters: for a long ordinary
+    document the scored tokens, NLLs and bytes are those of the whole text tokenized."""
+    from pipeline.scoring import core
+    engine = TorchEngine(tiny_dir, max_tokens=32)
+    limit = core.char_limit(engine.identity)
+    text = " ".join(_corpus(random.Random(5), 200, 5, 40))
+    assert len(text) > 10 * limit
+    row = engine.score([("long", text)])[0]
+    ref = _brute_force_nlls(engine, text, 32, "first_n", 12)                 # the whole text tokenized
+    assert row["n_predicted"] == len(ref) == 31 and row["nll_sum"] == pytest.approx(ref.sum(), rel=1e-4)
+    assert row["nll_p90"] == pytest.approx(np.percentile(ref, 90), rel=1e-4)
+    whole = engine.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert row["n_bytes"] == len(text[:whole["offset_mapping"][30][1]].encode())
+    assert row == engine.score([("long", text[:limit])])[0]                  # the cut is all it read
+    assert row["n_tokens"] < len(whole["input_ids"])
+    # A 2 MB single-line page: only its first `limit` characters are tokenized.
+    huge = engine.score([("huge", text.replace(" ", "") * (2_000_000 // len(text) + 1))])[0]
+    assert huge["error"] is None and huge["n_predicted"] == 31 and huge["n_tokens"] <= limit
+    # Sliding windows score every token: nothing is cut.
+    sliding = TorchEngine(tiny_dir, max_tokens=32, truncation="sliding", stride=16).score([("long", text)])[0]
+    assert sliding["n_predicted"] == sliding["n_tokens"] == len(whole["input_ids"])

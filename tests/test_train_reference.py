@@ -95,6 +95,12 @@ def test_split_reference_is_deterministic_order_independent_and_sized():
     at_least = split_reference(ids, fraction, seed=3, min_docs=2000)
     assert len(at_least) == 2000 and chosen <= at_least
     assert split_reference(ids[:10], 0.1, seed=3, min_docs=1000) == set(ids[:10])
+    # ... but never past max_fraction of the store: 1,051 documents give 262, not 1,000
+    small = ids[:1051]
+    capped = split_reference(small, fraction, seed=3, min_docs=1000, max_fraction=0.25)
+    assert len(capped) == 262 and split_reference(small, fraction, seed=3) <= capped
+    assert capped == set(sorted(small, key=lambda d: reference_split_key(d, 3))[:262])  # the 262 smallest keys
+    assert len(split_reference(ids, fraction, seed=3, min_docs=2000, max_fraction=0.25)) == 2000
     # the row-by-row rule a Spark task can apply
     assert chosen == {d for d in ids if reference_split_key(d, 3) < fraction}
 
@@ -195,3 +201,27 @@ def test_same_seed_same_losses(corpus, tmp_path):
     assert (tmp_path / "first" / "tokenizer.json").read_text() == (tmp_path / "again" / "tokenizer.json").read_text()
     other = train_reference(corpus[:80], tmp_path / "other", ReferenceConfig(**dict(config, seed=8)))
     assert other["final_train_loss"] != first["final_train_loss"]
+
+
+def test_the_default_split_of_a_small_store_takes_a_share_and_says_so(tmp_path):
+    import pyarrow as pa
+
+    import schemas
+    from pipeline.store import Store
+    from pipeline.train.stage import read_reference_split
+    store = Store(tmp_path)
+    ids = [f"{i:032x}" for i in range(1051)]
+    store.write_table(pa.Table.from_pylist([{
+        "doc_id": d, "text": f"document {i}", "url": None, "host": None, "domain": None, "source_id": None,
+        "source_file": "in.jsonl", "source_offset": i, "source_format": "jsonl", "n_bytes": 12, "n_chars": 12,
+        "language": "en", "language_score": 0.9, "metadata": None, "duplicate_count": 1,
+        "duplicate_sources": None} for i, d in enumerate(ids)], schema=schemas.DOCS), schemas.DOCS,
+        "docs", "part-00000.parquet")
+    doc_ids, texts, rule = read_reference_split(store, ReferenceConfig())  # min_reference_docs 1000 by default
+    assert len(doc_ids) == len(texts) == 262 and set(doc_ids) <= set(ids)
+    assert rule.startswith("262 of 1,051 documents (24.9%, by min_reference_docs 1,000, capped at "
+                           "max_reference_fraction 0.25)")
+    _, _, plain = read_reference_split(store, ReferenceConfig(min_reference_docs=0))
+    assert "by reference_fraction 0.1" in plain
+    explicit, _, _ = read_reference_split(store, ReferenceConfig(max_reference_fraction=1.0))
+    assert len(explicit) == 1000  # a wider share when asked for explicitly

@@ -85,6 +85,34 @@ def _tokenizer(path: str):
     return _TOKENIZERS[path]
 
 
+def choose_tokenizer(config: Config, store: Store, selection: dict) -> tuple[str, dict]:
+    """The directory whose tokenizer counts (and, for format tokens, writes) the exported tokens, and
+    how it was chosen: export.tokenizer when set, else the tokenizer of the scorer the selection was
+    made with (its model directory, or a known one with the same tokenizer files: score.model, the
+    store's models/), else score.model when the selection used no scores. A chosen tokenizer that
+    differs from the scorer's is recorded (`matches_scorer`) and reported."""
+    scorer = selection.get("scorer") or {}
+    wanted = scorer.get("tokenizer", "").rpartition("@")[2] or None
+    if config.export.tokenizer:
+        chosen, source = config.export.tokenizer, "export.tokenizer"
+    elif wanted is None:
+        chosen, source = config.score.model, "score.model"
+    else:
+        models = store.path("models")
+        known = [scorer.get("model_path"), config.score.model,
+                 *(sorted(str(p) for p in Path(models).iterdir()) if Path(models).is_dir() else [])]
+        found = [d for d in known if d and os.path.isdir(d) and tokenizer_hash(d) == wanted]
+        if not found:
+            raise UserError(f"selection {selection['name']!r} was made with scorer {selection.get('scorer_id')} "
+                            f"(tokenizer {scorer.get('tokenizer')}), whose model directory is not on this machine: "
+                            "set export.tokenizer (--tokenizer) to it, or to another tokenizer on purpose")
+        chosen, source = found[0], f"the selection's scorer {selection.get('scorer_id')}"
+    tokenizer = load_export_tokenizer(chosen)
+    actual = tokenizer_hash(chosen)
+    return chosen, {"path": str(chosen), "hash": actual, "vocab_size": len(tokenizer), "source": source,
+                    "scorer_tokenizer": scorer.get("tokenizer"), "matches_scorer": wanted in (None, actual)}
+
+
 def load_export_tokenizer(path: str | None):
     if not path:
         raise UserError("export: set export.tokenizer (a model or tokenizer directory) or score.model")
@@ -124,7 +152,7 @@ def _by_shard(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.Recor
             yield int(shard[start]), batch.slice(start, stop - start)
 
 
-def write_shards(store_uri: str, name: str, cfg_json: str, tokenizer_dir: str, eos_id: int | None,
+def write_shards(store_uri: str, out: tuple[str, ...], cfg_json: str, tokenizer_dir: str, eos_id: int | None,
                  dtype: str, plan_fp: str, shards_done) -> Callable:
     """mapInArrow function: write every shard of this partition (rows sorted by shard, position) and
     return one (shard, stats JSON) row per shard; each shard's stats also go to _shards/."""
@@ -133,9 +161,9 @@ def write_shards(store_uri: str, name: str, cfg_json: str, tokenizer_dir: str, e
         store = Store(store_uri)
         tokenizer = _tokenizer(tokenizer_dir) if cfg.format == "tokens" else None
         for shard, chunks in itertools.groupby(_by_shard(batches), key=lambda c: c[0]):
-            stats = write_shard(store, ("exports", name), cfg.format, cfg.columns, shard, (c for _, c in chunks),
+            stats = write_shard(store, out, cfg.format, cfg.columns, shard, (c for _, c in chunks),
                                 tokenizer=tokenizer, eos_id=eos_id, dtype=dtype)
-            store.write_json(sidecars.EXPORT_SHARD, {**stats, "plan_fingerprint": plan_fp}, "exports", name,
+            store.write_json(sidecars.EXPORT_SHARD, {**stats, "plan_fingerprint": plan_fp}, *out,
                              "_shards", f"shard-{shard:05d}.json")
             shards_done.add(1)
             yield pa.RecordBatch.from_pydict({"shard": [shard], "stats": [json.dumps(stats)]},
@@ -161,7 +189,7 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
     selection_name = cfg.selection or config.select.name
     run = StageRun(STAGE, config, inputs=[store.spark_path("selections", selection_name)], requires=("docs",))
     selection = read_selection(store, selection_name)
-    tokenizer_dir = cfg.tokenizer or config.score.model
+    tokenizer_dir, tokenizer_info = choose_tokenizer(config, store, selection)
     tokenizer = load_export_tokenizer(tokenizer_dir)
     if cfg.append_eos and tokenizer.eos_token_id is None:
         raise UserError(f"the tokenizer in {tokenizer_dir} has no EOS token: set export.append_eos: false")
@@ -173,30 +201,30 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
     mixture = read_mixture(store, cfg.mixture, cfg.group_by) if cfg.mixture else None
     group_by = mixture["group_by"] if mixture else cfg.group_by
     resolved = cfg.model_copy(update={"selection": selection["name"], "tokenizer": str(tokenizer_dir)})
-    tok_hash = tokenizer_hash(tokenizer_dir)
+    tok_hash = tokenizer_info["hash"]
     fingerprint = export_fingerprint(selection.get("selection_id"), resolved.model_dump(mode="json"), tok_hash,
                                      mixture)
 
     existing = _existing_fingerprint(store, out)
-    if existing is not None and existing != fingerprint:
-        if not overwrite:
-            raise UserError(f"{store.uri}/exports/{cfg.name} holds a different export (another selection, "
-                            "tokenizer or export config): pass --overwrite (overwrite=True) to replace it, or "
-                            "set another export.name")
-        store.delete(*out)
-        existing = None
+    if existing is not None and existing != fingerprint and not overwrite:
+        raise UserError(f"{store.uri}/exports/{cfg.name} holds a different export (another selection, "
+                        "tokenizer or export config): pass --overwrite (overwrite=True) to replace it, or "
+                        "set another export.name")
     out_dir = store.spark_path(*out)
     manifest = store.read_json(*out, "manifest.json") if store.exists(*out, "manifest.json") else None
     if existing == fingerprint and manifest and all(_files_intact(store, out, s["files"]) for s in manifest["shards"]):
         counts = {**manifest["counts"], "shards_written": 0, "shards_reused": manifest["counts"]["shards"]}
         return run.skip(counts, name=cfg.name, out_dir=out_dir, manifest=manifest)
+    # A replacement is built aside (named by its fingerprint, so a killed one resumes) and swapped in
+    # when finished: the old export stays whole until then.
+    work = out if existing in (None, fingerprint) else ("_staging", STAGE, f"{cfg.name}-{fingerprint[:16]}")
 
     with run:
         store.write_json(sidecars.EXPORT_FINGERPRINT, {"fingerprint": fingerprint,
                                                        "config": resolved.model_dump(mode="json")},
-                         *out, "_export.json")
-        store.delete(*out, "manifest.json")  # a manifest says the export is complete: it is written last
-        store.clear_temporary(*out)  # one job at a time writes an export
+                         *work, "_export.json")
+        store.delete(*work, "manifest.json")  # a manifest says the export is complete: it is written last
+        store.clear_temporary(*work)
         docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
         _check_columns(docs.columns, cfg, group_by, mixture)
         job = f"curate-export-{run.run_id}"
@@ -211,13 +239,13 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
                                       token_bytes=np.dtype(dtype).itemsize if cfg.format == "tokens" else None)
             except ValueError as e:  # a weighted group without documents
                 raise UserError(f"export.mixture {mixture['source']} (groups by {group_by!r}): {e}") from None
-            store.write_table(plan, schemas.EXPORT_DOCUMENTS, *out, "documents.parquet")
+            store.write_table(plan, schemas.EXPORT_DOCUMENTS, *work, "documents.parquet")
             plan_fp = plan_fingerprint(fingerprint, plan)
 
         with run.phase("write"):
             planned_docs = np.bincount(plan["shard"].to_numpy())
-            reused = _finished_shards(store, out, len(planned_docs), plan_fp)
-            written = _write_missing_shards(spark, store, cfg, docs, plan_fp, len(planned_docs), reused,
+            reused = _finished_shards(store, work, len(planned_docs), plan_fp)
+            written = _write_missing_shards(spark, store, work, cfg, docs, plan_fp, len(planned_docs), reused,
                                             tokenizer_dir, eos_id, dtype, job, report)
             shards = {**reused, **written}
             short = [s for s, n in enumerate(planned_docs) if s not in shards or shards[s]["docs"] != n]
@@ -228,8 +256,9 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
         manifest = store.write_json(sidecars.EXPORT_MANIFEST, _manifest(
             cfg=resolved, fingerprint=fingerprint, selection=selection, plan=plan,
             shards=[shards[s] for s in sorted(shards)], n_candidates=candidates.num_rows, mixture=mixture,
-            group_by=group_by, tokenizer_dir=tokenizer_dir, tok_hash=tok_hash, vocab_size=len(tokenizer),
-            eos_id=eos_id, dtype=dtype), *out, "manifest.json")
+            group_by=group_by, tokenizer=tokenizer_info, eos_id=eos_id, dtype=dtype), *work, "manifest.json")
+        if work != out:
+            store.replace_dir(work, out)
         counts = {**manifest["counts"], "shards_written": len(written), "shards_reused": len(reused)}
         return run.finish(counts, name=cfg.name, out_dir=out_dir, manifest=manifest)
 
@@ -256,7 +285,8 @@ def _count_candidates(spark, store: Store, docs, selection: str, group_by: str, 
     return candidates
 
 
-def _write_missing_shards(spark, store: Store, cfg: ExportConfig, docs, plan_fp: str, n_shards: int,
+def _write_missing_shards(spark, store: Store, out: tuple[str, ...], cfg: ExportConfig, docs, plan_fp: str,
+                          n_shards: int,
                           reused: dict[int, dict], tokenizer_dir: str, eos_id: int | None, dtype: str, job: str,
                           report: Callable) -> dict[int, dict]:
     """Pass (3): write the shards of documents.parquet not in `reused`; returns their stats by shard."""
@@ -265,7 +295,6 @@ def _write_missing_shards(spark, store: Store, cfg: ExportConfig, docs, plan_fp:
     report("write", len(reused), n_shards)
     if not todo:
         return {}
-    out = ("exports", cfg.name)
     # n_bytes comes from docs, so that export.columns may name it without a clash
     wanted = ["n_bytes", *(["text"] if cfg.format == "tokens" else cfg.columns)]
     parallelism = spark.sparkContext.defaultParallelism
@@ -275,7 +304,7 @@ def _write_missing_shards(spark, store: Store, cfg: ExportConfig, docs, plan_fp:
             .repartition(min(len(todo), 4 * parallelism), "shard")
             .sortWithinPartitions("shard", "position"))
     shards_done = spark.sparkContext.accumulator(0)
-    fn = write_shards(store.uri, cfg.name, cfg.model_dump_json(), tokenizer_dir, eos_id, dtype, plan_fp, shards_done)
+    fn = write_shards(store.uri, out, cfg.model_dump_json(), tokenizer_dir, eos_id, dtype, plan_fp, shards_done)
     result = run_action(spark, job, "writing shards", rows.mapInArrow(fn, "shard int, stats string").collect,
                         lambda: report("write", len(reused) + shards_done.value, n_shards), _failure("writing shards"))
     return {r["shard"]: json.loads(r["stats"]) for r in result}
@@ -327,8 +356,8 @@ def _finished_shards(store: Store, out: tuple[str, ...], n_shards: int, plan_fp:
 
 
 def _manifest(*, cfg: ExportConfig, fingerprint: str, selection: dict, plan: pa.Table, shards: list[dict],
-              n_candidates: int, mixture: dict | None, group_by: str, tokenizer_dir: str, tok_hash: str,
-              vocab_size: int, eos_id: int | None, dtype: str) -> dict:
+              n_candidates: int, mixture: dict | None, group_by: str, tokenizer: dict, eos_id: int | None,
+              dtype: str) -> dict:
     n_tokens = int(pc.sum(plan["n_tokens"]).as_py() or 0)
     per_group = plan.group_by("group", use_threads=False).aggregate([("doc_id", "count"), ("n_tokens", "sum")])
     groups = sorted(({"group": g, "docs": d, "tokens": t, "token_share": t / n_tokens if n_tokens else 0.0}
@@ -343,7 +372,7 @@ def _manifest(*, cfg: ExportConfig, fingerprint: str, selection: dict, plan: pa.
                    "index": {"suffix": ".idx", "dtype": "uint64", "byte_order": "little",
                              "entries": "n_docs + 1 document start offsets in tokens; the last is the "
                                         "shard's token count"}} if cfg.format == "tokens" else None,
-        "tokenizer": {"path": str(tokenizer_dir), "hash": tok_hash, "vocab_size": vocab_size},
+        "tokenizer": tokenizer,
         "selection": {"name": selection["name"], "selection_id": selection.get("selection_id"),
                       "scorer_id": selection.get("scorer_id")},
         "seed": cfg.seed, "shuffle": cfg.shuffle, "token_budget": cfg.token_budget, "group_by": group_by,
@@ -370,10 +399,15 @@ def report(result: StageResult) -> Report:
     if m.get("mixture"):
         rows += [(f"  {group}: token share (target)", f"{m['mixture']['achieved'][group]:.3f} ({weight:.3f})")
                  for group, weight in m["mixture"]["weights"].items()]
-    rows.append(("time", f"{result.timings['total_s']:.1f}s"))
+    tok = m["tokenizer"]
+    rows += [("tokenizer", f"{tok['path']} ({tok.get('source', 'export.tokenizer')})"),
+             ("time", f"{result.timings['total_s']:.1f}s")]
+    notes = [f"shards + manifest.json: {result.outputs['out_dir']}"]
+    if tok.get("matches_scorer") is False:
+        notes.append(f"note: tokens counted with {tok['path']} ({tok['source']}), not with the tokenizer of the "
+                     f"scorer the selection was made with ({tok['scorer_tokenizer']}); recorded in manifest.json")
     return Report(f"export {result.outputs['name']!r} ({m['format']})" +
-                  (" (unchanged: already in the store)" if result.skipped else ""), rows,
-                  notes=[f"shards + manifest.json: {result.outputs['out_dir']}"])
+                  (" (unchanged: already in the store)" if result.skipped else ""), rows, notes=notes)
 
 
 def summary_row(result: StageResult) -> dict:

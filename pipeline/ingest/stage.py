@@ -9,12 +9,14 @@ Two phases, each resumable:
    occurrence and the list of all sources, and writes `num_shards` files of balanced byte size,
    each sorted by doc_id, so the same input always gives the same shards.
 
-Counts reconcile: input rows = docs + duplicates + quarantine rows.
+Counts reconcile: input rows = docs + duplicates + quarantine rows + skipped records (WARC requests,
+metadata, warcinfo: records that never hold a page, counted apart from bad data).
 """
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
@@ -26,7 +28,7 @@ from pipeline.config import Config, IngestConfig, apply_overrides
 from pipeline.errors import UserError
 from pipeline.hashing import path_key, short_digest
 from pipeline.ingest.documents import IngestSettings, language_identifier, prepare_document, rejected_row
-from pipeline.io import InputFile, RawDoc, Rejected
+from pipeline.io import InputFile, RawDoc, Rejected, Skipped
 from pipeline.stage import Report, StageResult, StageRun
 from pipeline.store import Store, utc_now
 from schemas import sidecars
@@ -51,7 +53,7 @@ def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
     tmp = store.path("_staging", STAGE, f".tmp-{uuid.uuid4().hex}-{key}.parquet")
     store.fs.create_dir(store.path("_staging", STAGE), recursive=True)
     rejected: list[dict] = []
-    counts = {"input_rows": 0, "staged_rows": 0}
+    counts = {"input_rows": 0, "staged_rows": 0, "skipped_records": 0}
     batch: list[dict] = []
 
     with pq.ParquetWriter(tmp, schemas.STAGED_DOCS, filesystem=store.fs, compression="zstd") as writer:
@@ -68,6 +70,9 @@ def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
 
         for item in read_file(f):
             counts["input_rows"] += 1
+            if isinstance(item, Skipped):  # not a document by design, and not bad data either
+                counts["skipped_records"] += 1
+                continue
             prepared = prepare_document(item, settings) if isinstance(item, RawDoc) else item
             if isinstance(prepared, Rejected):
                 rejected.append(rejected_row(prepared))
@@ -85,6 +90,7 @@ def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
     marker = {"path": f.path, "format": f.format, "fingerprint": f.fingerprint, "options": f.options,
               "settings_key": settings.key, "input_rows": counts["input_rows"],
               "staged_rows": counts["staged_rows"], "quarantined": len(rejected), "reasons": reasons,
+              "skipped_records": counts["skipped_records"],
               "seconds": round(time.time() - started, 3)}
     return store.write_json(sidecars.INGEST_MARKER, marker, "_staging", STAGE, f"{key}.json")
 
@@ -94,7 +100,9 @@ def _is_finished(store: Store, f: InputFile, settings: IngestSettings) -> dict |
     if not (store.exists("_staging", STAGE, f"{key}.json") and store.exists("_staging", STAGE, f"{key}.parquet")):
         return None
     marker = store.read_json("_staging", STAGE, f"{key}.json")
-    same = (marker.get("fingerprint") == f.fingerprint and marker.get("settings_key") == settings.key
+    # A marker from before skipped records were counted apart re-reads its file (its counts differ).
+    same = ("skipped_records" in marker and marker.get("fingerprint") == f.fingerprint
+            and marker.get("settings_key") == settings.key
             and marker.get("options") == f.options and marker.get("format") == f.format)
     return marker if same else None
 
@@ -173,12 +181,21 @@ def collapse_and_shard(spark, store: Store, staged_keys: list[str], num_shards: 
     for shard in range(num_shards):  # exactly num_shards files, even when there are fewer documents
         if shard not in present:
             store.write_table(schemas.DOCS.empty_table(), schemas.DOCS, out_rel, f"part-{shard:05d}.parquet")
-    store.delete("docs")
-    store.fs.move(store.path(out_rel), store.path("docs"))
+    store.replace_dir(tuple(out_rel.split("/")), ("docs",))
     shard_bytes = sorted(r["n_bytes"] for r in written)
     return {"docs": n_docs, "bytes": total_bytes, "shards": num_shards,
             "largest_shard_bytes": shard_bytes[-1] if shard_bytes else 0,
             "smallest_shard_bytes": shard_bytes[0] if len(shard_bytes) == num_shards else 0}
+
+
+def _forget_files(store: Store, keep: set[str]) -> None:
+    """Delete the staged documents, markers and quarantine rows of input files not in `keep` (keys)."""
+    for name in store.list_files("_staging", STAGE):
+        if name.split(".", 1)[0] not in keep:
+            store.delete("_staging", STAGE, name)
+    for name in store.list_files("quarantine", suffix=".parquet"):
+        if name.removeprefix("part-").removesuffix(".parquet") not in keep:
+            store.delete("quarantine", name)
 
 
 def _spark_schema(schema: pa.Schema):
@@ -205,15 +222,14 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
     cfg = config.ingest
     settings = IngestSettings.from_config(cfg)
     files = discover(cfg)
+    model = settings.language_model_path
+    if settings.language and model and "://" not in model and not Path(model).is_file():
+        raise UserError(f"ingest.language.model_path {model}: no such file (a fastText LID model)")
     run = StageRun(STAGE, config, inputs=[f.path for f in files])
     store = run.store
-    if overwrite:
-        for rel in ("docs", "quarantine", "_staging"):
-            store.delete(rel)
-        store.delete("_runs", STAGE)
     with run:
         with run.phase("read"):
-            markers = {f.path: _is_finished(store, f, settings) for f in files}
+            markers = {f.path: None if overwrite else _is_finished(store, f, settings) for f in files}
             pending = [f for f in files if markers[f.path] is None]
             if progress:
                 progress("read", len(files) - len(pending), len(files))
@@ -224,6 +240,9 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
             # Documents are the union of every finished file in the store (earlier runs included).
             all_markers = [store.read_json("_staging", STAGE, n)
                            for n in store.list_files("_staging", STAGE, suffix=".json")]
+            if overwrite:  # this run's inputs only: the files earlier runs read leave the store
+                current = {path_key(f.path) for f in files}
+                all_markers = [m for m in all_markers if path_key(m["path"]) in current]
             keys = sorted(path_key(m["path"]) for m in all_markers)
             state = short_digest([[m["path"], m["fingerprint"], m["settings_key"]]
                                   for m in sorted(all_markers, key=lambda m: m["path"])])
@@ -243,6 +262,8 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
                                  "docs", "_manifest.json")
                 if progress:
                     progress("dedup", 1, 1)
+            if overwrite:  # only now that the new docs are in place
+                _forget_files(store, current)
 
         reasons: dict[str, int] = {}
         for m in all_markers:
@@ -254,6 +275,8 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
                   "input_rows": sum(m["input_rows"] for m in all_markers),
                   "docs": shard_counts["docs"], "duplicates": staged_rows - shard_counts["docs"],
                   "quarantined": sum(m["quarantined"] for m in all_markers),
+                  # .get: markers written before skipped records were counted apart lack the key
+                  "skipped_records": sum(m.get("skipped_records", 0) for m in all_markers),
                   "doc_bytes": shard_counts["bytes"], "shards": cfg.num_shards,
                   "dedup_skipped": int(dedup_skipped)}
         return run.finish(counts, reasons=reasons)
@@ -287,14 +310,16 @@ def report(result: StageResult) -> Report:
         ("input files", "input_files"), ("  processed now", "files_processed"),
         ("  already finished (skipped)", "files_skipped"), ("input rows", "input_rows"), ("documents", "docs"),
         ("exact duplicates collapsed", "duplicates"), ("quarantined rows", "quarantined"),
+        ("skipped records (WARC request, metadata, ...)", "skipped_records"),
         ("document bytes", "doc_bytes"), ("shards", "shards")]]
     rows += [(f"  quarantine: {reason}", n) for reason, n in
              sorted(result.outputs["reasons"].items(), key=lambda kv: -kv[1])]
-    reconciled = c["input_rows"] == c["docs"] + c["duplicates"] + c["quarantined"]
+    reconciled = c["input_rows"] == c["docs"] + c["duplicates"] + c["quarantined"] + c["skipped_records"]
     t = result.timings
     return Report(f"ingest {result.run_id}", rows, notes=[
         f"input rows {c['input_rows']:,} = documents {c['docs']:,} + duplicates {c['duplicates']:,} + quarantined "
-        f"{c['quarantined']:,}: {'reconciled' if reconciled else 'MISMATCH'}",
+        f"{c['quarantined']:,} + skipped records {c['skipped_records']:,}: "
+        f"{'reconciled' if reconciled else 'MISMATCH'}",
         f"store: {result.store}   time: {t['total_s']:.1f}s (read {t['read_s']:.1f}s, "
         f"dedup+shard {t['dedup_shard_s']:.1f}s)"])
 
@@ -303,7 +328,7 @@ def summary_row(result: StageResult) -> dict:
     c = result.counts
     return {"documents": c["docs"], "status": f"{c['files_processed']} of {c['input_files']} files read",
             "output": f"{c['input_rows']:,} input rows, {c['duplicates']:,} duplicates, "
-                      f"{c['quarantined']:,} quarantined"}
+                      f"{c['quarantined']:,} quarantined, {c['skipped_records']:,} skipped records"}
 
 
 def check_config(config: Config) -> None:

@@ -1,9 +1,9 @@
 """Reading raw input files into records, and the types that flow out of readers.
 
-A reader turns one input file into a stream of `RawDoc` (a record that carries text) and
-`Rejected` (a row or a whole file that cannot be used, with a reason). Readers never raise on
-bad data: everything they cannot read becomes a `Rejected` with its position, so nothing is lost
-silently. Normalisation, hashing and language ID happen later, in `pipeline.ingest`.
+A reader turns one input file into a stream of `RawDoc` (a record that carries text),
+`Rejected` (a row or a whole file that cannot be used, with a reason) and `Skipped` (a record that
+by design holds no document, such as a WARC request). Readers never raise on bad data: everything
+they cannot read becomes a `Rejected` with its position, so nothing is lost silently. Normalisation, hashing and language ID happen later, in `pipeline.ingest`.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 class RawDoc:
     text: str                       # as read, before normalisation
     source_file: str
-    source_offset: int              # JSONL: line number (1-based); Parquet/datasets: row index; WARC/WET: record byte offset
-    source_format: str              # jsonl | parquet | warc | wet | hf_disk | hf_files
+    source_offset: int              # JSONL: line number (1-based); JSON array: element index; Parquet/datasets:
+                                    # row index; WARC/WET: record byte offset
+    source_format: str              # jsonl | json (an element of a JSON array) | parquet | warc | wet | hf_disk | hf_files
     url: str | None = None
     source_id: str | None = None
     metadata: dict | None = None
@@ -29,6 +30,16 @@ class Rejected:
     source_offset: int | None = None  # None when the whole file is rejected
     source_format: str | None = None
     raw: bytes | None = None        # the offending bytes (truncated by the writer)
+
+
+@dataclass
+class Skipped:
+    """A record that is not meant to be a document: a WARC request, metadata, warcinfo or revisit
+    record, a WET warcinfo record. Counted apart from quarantine (it is not bad data) and not stored."""
+    source_file: str
+    record_type: str                # the WARC-Type, e.g. request
+    source_offset: int              # the record's byte offset
+    source_format: str
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class InputFile:
         return f"{self.size}:{self.mtime_ns}"
 
 
-Record = RawDoc | Rejected
+Record = RawDoc | Rejected | Skipped
 GZIP_MAGIC = b"\x1f\x8b"
 
 

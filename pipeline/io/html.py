@@ -105,8 +105,11 @@ def decode_payload(body: bytes, content_type: str | None = None) -> str:
     are mostly UTF-8 today; a page that is not valid UTF-8 is most often Windows-1252 (which is
     also what browsers use for ISO-8859-1). cp1252 leaves five bytes undefined, so it can still
     fail, and then undecodable bytes become U+FFFD rather than losing the page. `<meta charset>`
-    inside the page is not consulted: keeping it simple.
+    inside the page is not consulted: keeping it simple. A UTF-8 byte-order mark outranks the
+    declared charset, as it does in browsers (a server that says latin-1 about a UTF-8 file).
     """
+    if body.startswith(codecs.BOM_UTF8):
+        return body[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace")
     for encoding in (charset_from_content_type(content_type), "utf-8", "cp1252"):
         if encoding is None:
             continue

@@ -1,42 +1,39 @@
-"""Finding input files and reading them into `RawDoc` / `Rejected` records.
+"""Finding input files and reading them into `RawDoc` / `Rejected` / `Skipped` records.
 
 `discover_inputs` expands one configured input (a file, a folder or a glob) into `InputFile`s with a
 resolved format. `read_file` streams one of them. Readers are generators that never raise on bad
 data: a bad line, row, record or file becomes a `Rejected` with its position and a reason code, and
-everything readable before a corruption is still yielded.
+everything readable before a corruption is still yielded. The readers of each family live beside
+this module: `jsonl` (JSON Lines and JSON arrays), `warc` (WARC and WET); Parquet and datasets here.
 
 Reason codes: empty_file, unknown_format, invalid_utf8, malformed_json, not_an_object, missing_text,
-corrupt_compression, corrupt_file, warc_not_response, unsupported_content_type, read_error (an
-unexpected failure such as a permission error; the detail has the exception).
+corrupt_compression, corrupt_file, unsupported_content_type, read_error (an unexpected failure such
+as a permission error; the detail has the exception).
 """
 from __future__ import annotations
 
 import copy
 import glob
-import gzip
-import io
-import json
 import os
 import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import zstandard
-
-import schemas
-from pipeline.config import FieldMapping, InputSpec
+from pipeline.config import InputSpec
 from pipeline.errors import UserError
-from pipeline.io import GZIP_MAGIC, InputFile, RawDoc, Record, Rejected, file_magic
+from pipeline.io import InputFile, RawDoc, Record, Rejected
+from pipeline.io.jsonl import read_jsonl
+from pipeline.io.rows import fields_of, row_bytes, row_to_doc
 from pipeline.io.warc import read_warc, read_wet
 
 PARQUET_BATCH_ROWS = 1024
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
-ACCEPTED_EXTENSIONS = (".jsonl .json .ndjson (each optionally .gz or .zst), .parquet, .warc, .warc.gz, "
-                       ".wet, .wet.gz, .warc.wet.gz, or a datasets save_to_disk folder")
+ACCEPTED_EXTENSIONS = (".jsonl .ndjson .json (JSON Lines, or a JSON array of objects; each optionally .gz or "
+                       ".zst), .parquet, .warc, .warc.gz, .wet, .wet.gz, .warc.wet.gz, or a datasets "
+                       "save_to_disk folder")
 HF_BUILDER_BY_SUFFIX = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
                         ".txt": "text", ".parquet": "parquet", ".arrow": "arrow"}
+COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")  # datasets decompresses these itself
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,139 +161,6 @@ def read_file(f: InputFile) -> Iterator[Record]:
                        source_format=f.format)
 
 
-def _fields(f: InputFile) -> FieldMapping:
-    return FieldMapping.model_validate(f.options.get("fields") or {})
-
-
-def _row_to_doc(row: dict, fields: FieldMapping, f: InputFile, offset: int, raw: bytes | None,
-                extra_metadata: dict | None = None) -> Record:
-    """Apply the field mapping to one row (JSON object, Parquet row, datasets row)."""
-    text = row.get(fields.text)
-    if text is None:
-        return Rejected(f.path, "missing_text", f"no value in text field {fields.text!r}", offset, f.format, raw)
-    if not isinstance(text, str):
-        return Rejected(f.path, "missing_text",
-                        f"text field {fields.text!r} holds a {type(text).__name__}, not a string", offset, f.format, raw)
-    url = row.get(fields.url) if fields.url else None
-    source_id = row.get(fields.id) if fields.id else None
-    metadata = {k: row[k] for k in fields.metadata if k in row}
-    metadata.update(extra_metadata or {})
-    return RawDoc(text=text, source_file=f.path, source_offset=offset, source_format=f.format,
-                  url=None if url is None else str(url),
-                  source_id=None if source_id is None else str(source_id),
-                  metadata=metadata or None)
-
-
-def _row_bytes(row: dict) -> bytes:
-    """A row as JSON bytes, for the quarantine's raw column."""
-    return json.dumps(row, default=str, ensure_ascii=False).encode("utf-8")[:schemas.MAX_RAW_BYTES]
-
-
-# ---------------------------------------------------------------------------------------------
-# JSONL (plain, gzip, zstd)
-# ---------------------------------------------------------------------------------------------
-
-class _ZstdRaw(io.RawIOBase):
-    """A zstd-decompressing raw stream that raises on a truncated frame.
-
-    `ZstdDecompressor().stream_reader` silently reports end-of-file when the input ends in the
-    middle of a frame, so a cut-off .zst would look complete. Here each frame gets a decompressobj
-    (whose `eof` says the frame ended properly) and running out of input inside a frame raises.
-    """
-
-    def __init__(self, fh) -> None:
-        self._fh = fh
-        self._frame = None      # decompressobj of the frame in progress, None between frames
-        self._out = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self._pos >= len(self._out):
-            chunk = self._fh.read(1 << 16)
-            if not chunk:
-                if self._frame is not None:
-                    raise EOFError("zstd data ended in the middle of a frame (file truncated?)")
-                return 0
-            self._out, self._pos = self._decompress(chunk), 0
-        n = min(len(buffer), len(self._out) - self._pos)
-        buffer[:n] = self._out[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def _decompress(self, data: bytes) -> bytes:
-        out = []
-        while data:  # a file may hold several concatenated frames
-            if self._frame is None:
-                self._frame = zstandard.ZstdDecompressor().decompressobj()
-            out.append(self._frame.decompress(data))
-            data = b""
-            if self._frame.eof:
-                data, self._frame = self._frame.unused_data, None
-        return b"".join(out)
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
-
-
-def _open_lines(path: str) -> tuple[io.BufferedIOBase, str | None]:
-    """A binary line stream over a plain, gzip or zstd file, and the compression's name.
-
-    Compression is told by the magic bytes, not the name, so a mislabelled file still reads.
-    """
-    magic = file_magic(path)
-    if magic.startswith(GZIP_MAGIC):
-        return gzip.open(path, "rb"), "gzip"
-    if magic == ZSTD_MAGIC:
-        return io.BufferedReader(_ZstdRaw(open(path, "rb")), buffer_size=1 << 16), "zstd"
-    return open(path, "rb"), None
-
-
-def read_jsonl(f: InputFile) -> Iterator[Record]:
-    """One JSON object per line; line numbers are 1-based; blank lines are skipped."""
-    fields = _fields(f)
-    stream, compression = _open_lines(f.path)
-    suffix = os.path.splitext(f.path)[1].lower()
-    if compression is None and suffix in (".gz", ".zst"):
-        yield Rejected(f.path, "corrupt_compression",
-                       f"named {suffix} but does not start with {suffix[1:]} magic bytes", None, f.format)
-        stream.close()
-        return
-    line_no = 0
-    with stream:
-        try:
-            for line_no, line in enumerate(stream, start=1):
-                if line.strip():
-                    yield _parse_json_line(line, line_no, fields, f)
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as e:
-            # gzip raises EOFError/BadGzipFile/zlib.error, our zstd stream EOFError/ZstdError
-            reason = "corrupt_compression" if compression else "corrupt_file"
-            yield Rejected(f.path, reason,
-                           f"{compression or 'file'} data unreadable from line {line_no + 1} on "
-                           f"({type(e).__name__}: {e}); the {line_no} lines before were read",
-                           line_no + 1, f.format)
-
-
-def _parse_json_line(line: bytes, line_no: int, fields: FieldMapping, f: InputFile) -> Record:
-    """One non-blank JSONL line to a RawDoc or a Rejected."""
-    raw = line[:schemas.MAX_RAW_BYTES]
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return Rejected(f.path, "invalid_utf8", f"line is not valid UTF-8: {e}", line_no, f.format, raw)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        return Rejected(f.path, "malformed_json", f"not valid JSON: {e}", line_no, f.format, raw)
-    if not isinstance(obj, dict):
-        return Rejected(f.path, "not_an_object", f"JSON {type(obj).__name__}, expected an object",
-                        line_no, f.format, raw)
-    return _row_to_doc(obj, fields, f, line_no, raw)
-
-
 # ---------------------------------------------------------------------------------------------
 # Parquet
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +169,7 @@ def read_parquet(f: InputFile) -> Iterator[Record]:
     """Rows in record batches (never the whole file at once); offsets are 0-based row indexes."""
     import pyarrow.parquet as pq
 
-    fields = _fields(f)
+    fields = fields_of(f)
     try:
         parquet = pq.ParquetFile(f.path)
         names = parquet.schema_arrow.names
@@ -322,7 +186,7 @@ def read_parquet(f: InputFile) -> Iterator[Record]:
         try:
             for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
                 for row in batch.to_pylist():
-                    yield _row_to_doc(row, fields, f, row_index, _row_bytes(row))
+                    yield row_to_doc(row, fields, f, row_index, row_bytes(row))
                     row_index += 1
         except Exception as e:  # a damaged page or row group
             yield Rejected(f.path, "corrupt_file", f"unreadable from row {row_index} on: {e}", row_index, f.format)
@@ -350,29 +214,41 @@ def read_hf_disk(f: InputFile) -> Iterator[Record]:
 
 
 def read_hf_files(f: InputFile) -> Iterator[Record]:
-    """One data file through `datasets.load_dataset(builder, data_files=path)`, cached in a temp dir."""
+    """One data file through `datasets.load_dataset(builder, data_files=path)`, cached in a temp dir.
+
+    The builder follows the name (`rows.tsv.gz`: csv with tabs) unless `hf_builder` is set. The csv
+    and json builders drop a UTF-8 byte-order mark themselves; the text builder keeps it in the first
+    line, so it is dropped here."""
     import datasets
 
-    builder = f.options.get("hf_builder") or HF_BUILDER_BY_SUFFIX.get(Path(f.path).suffix.lower())
+    name = Path(f.path).name.lower()
+    for compression in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(compression)
+    suffix = Path(name).suffix
+    builder = f.options.get("hf_builder") or HF_BUILDER_BY_SUFFIX.get(suffix)
     if builder is None:
         yield Rejected(f.path, "unknown_format", "set `hf_builder` (json, csv, text, parquet) for this input",
                        None, f.format)
         return
+    options = {"sep": "\t"} if builder == "csv" and suffix == ".tsv" else {}
     # A temp cache keeps the Arrow copy out of ~/.cache and removes it when the file is read.
     with tempfile.TemporaryDirectory(prefix="curate-hf-") as cache_dir:
         try:
             dataset = datasets.load_dataset(builder, data_files=f.path, split=f.options.get("hf_split") or "train",
-                                            cache_dir=cache_dir)
+                                            cache_dir=cache_dir, **options)
         except Exception as e:
             yield Rejected(f.path, "corrupt_file", f"load_dataset({builder!r}) failed: {type(e).__name__}: {e}",
                            None, f.format)
             return
-        yield from _read_dataset(dataset, f, None)
+        for record in _read_dataset(dataset, f, None):
+            if builder == "text" and isinstance(record, RawDoc) and record.source_offset == 0:
+                record.text = record.text.removeprefix("\ufeff")
+            yield record
 
 
 def _read_dataset(dataset, f: InputFile, extra_metadata: dict | None) -> Iterator[Record]:
     """Rows of one datasets.Dataset in order; offsets are 0-based row indexes within it."""
-    fields = _fields(f)
+    fields = fields_of(f)
     if fields.text not in dataset.column_names:
         yield Rejected(f.path, "missing_text", f"no column {fields.text!r}; columns are {dataset.column_names}",
                        None, f.format)
@@ -381,7 +257,7 @@ def _read_dataset(dataset, f: InputFile, extra_metadata: dict | None) -> Iterato
     row_index = 0
     for batch in dataset.iter(batch_size=PARQUET_BATCH_ROWS):
         for row in _batch_rows(batch):
-            yield _row_to_doc(row, fields, f, row_index, _row_bytes(row), extra_metadata)
+            yield row_to_doc(row, fields, f, row_index, row_bytes(row), extra_metadata)
             row_index += 1
 
 

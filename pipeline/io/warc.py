@@ -1,6 +1,7 @@
 """Reading WARC and WET files (warcio) into `RawDoc` / `Rejected` records: HTML and text responses
 (the text extracted from the HTML), WET conversion records, and truncation, which warcio itself
-does not report.
+does not report. The records that never hold a page (requests, metadata, warcinfo, ...) are
+`Skipped`: counted, but neither documents nor quarantine rows.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import zlib
 from collections.abc import Iterator
 
 import schemas
-from pipeline.io import InputFile, RawDoc, Record, Rejected, is_gzip
+from pipeline.io import InputFile, RawDoc, Record, Rejected, Skipped, is_gzip
 from pipeline.io.html import decode_payload, html_to_text
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -88,11 +89,10 @@ def _record_meta(record, content_type: str | None) -> dict:
 
 
 def _warc_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
-    """One WARC record to a RawDoc (an HTML/text response) or a Rejected."""
+    """One WARC record to a RawDoc (an HTML/text response), a Skipped (not a response) or a Rejected."""
+    if record.rec_type != "response":  # request, metadata, warcinfo, revisit: no page by design
+        return Skipped(f.path, record.rec_type, offset, f.format)
     raw = payload[:schemas.MAX_RAW_BYTES]
-    if record.rec_type != "response":
-        return Rejected(f.path, "warc_not_response", f"WARC record of type {record.rec_type} is not a response",
-                        offset, f.format, raw)
     headers = record.http_headers or record.rec_headers  # non-HTTP responses (dns:) have no HTTP headers
     content_type = headers.get_header("Content-Type")
     mime = (content_type or "").split(";")[0].strip().lower()
@@ -111,13 +111,12 @@ def _warc_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
 
 
 def _wet_record(record, payload: bytes, offset: int, f: InputFile) -> Record:
-    """One WET record to a RawDoc (a conversion) or a Rejected."""
+    """One WET record to a RawDoc (a conversion), a Skipped (not a conversion) or a Rejected."""
+    if record.rec_type != "conversion":  # warcinfo, metadata: no page by design
+        return Skipped(f.path, record.rec_type, offset, f.format)
     raw = payload[:schemas.MAX_RAW_BYTES]
-    if record.rec_type != "conversion":
-        return Rejected(f.path, "warc_not_response", f"WET record of type {record.rec_type} is not a conversion",
-                        offset, f.format, raw)
     try:
-        text = payload.decode("utf-8")
+        text = payload.decode("utf-8-sig")  # -sig: a byte-order mark is not text
     except UnicodeDecodeError as e:
         return Rejected(f.path, "invalid_utf8", f"conversion payload is not valid UTF-8: {e}", offset, f.format, raw)
     if not text.strip():

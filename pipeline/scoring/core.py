@@ -7,6 +7,9 @@ functions here, which turn them into rows of `schemas.SCORES`.
 Positions. An engine scores a *sequence* = [BOS] + document tokens (BOS only when the tokenizer
 names one, see `encode`). Position p >= 1 is predicted from positions < p, so a sequence of L
 tokens has L - 1 predictable positions; a document is `too_short` when it has none.
+
+Huge documents. first_n scores only the first max_tokens tokens, so every engine, the service and its
+client read a document only up to `char_limit` characters (`truncate_text`) before tokenizing it.
 """
 from __future__ import annotations
 
@@ -48,6 +51,35 @@ def plan_windows(n_tokens: int, max_tokens: int, mode: str = "first_n",
         windows.append((start, end, max(prev_end, 1)))
         prev_end, start = end, start + stride
     return windows
+
+
+# --------------------------------------------------------------------------- huge documents
+
+# No token of a real vocabulary spans more characters than this in ordinary text (English runs at
+# ~4 characters a token, code and URLs at 2-3). A first_n window of max_tokens tokens therefore ends
+# long before max_tokens * CHARS_PER_TOKEN characters, and cutting the text there changes none of
+# the tokens it scores, while a 50 MB one-line page costs a few kilobytes of tokenizing, not minutes.
+CHARS_PER_TOKEN = 32
+# Error rows caused by a limit (not by the document) start with this; resume scores them again.
+LIMIT_ERROR = "too_large"
+
+
+def char_limit(identity: ScorerIdentity) -> int | None:
+    """Characters of a document this scorer reads: max_tokens * CHARS_PER_TOKEN for first_n,
+    None (all) for sliding windows, which score every token."""
+    return identity.max_tokens * CHARS_PER_TOKEN if identity.truncation == "first_n" else None
+
+
+def truncate_text(text: str, identity: ScorerIdentity) -> str:
+    """`text` cut to `char_limit(identity)` characters. Idempotent, so a client may cut before sending
+    and the engine cut again: both read the same prefix, and give the same row."""
+    limit = char_limit(identity)
+    return text if limit is None or len(text) <= limit else text[:limit]
+
+
+def is_limit_error(error: str | None) -> bool:
+    """Whether a row's `error` was caused by a limit (and so may be scored later), not by the text."""
+    return error is not None and error.startswith(LIMIT_ERROR)
 
 
 # --------------------------------------------------------------------------- tokenization
@@ -184,10 +216,12 @@ def score_documents(docs: Sequence[tuple[str, str]], tokenizer: Any, identity: S
                     score_windows: Callable[[list[list[int]], list[int]], list[np.ndarray]]) -> list[dict[str, Any]]:
     """(doc_id, text) pairs -> one SCORES row each, in input order, for any engine.
 
-    Each document is encoded (`encode`) and cut into windows (`plan_windows`); the engine's
+    Each document is cut to `char_limit` characters (so a first_n row's n_tokens counts the tokens
+    of at most that prefix), encoded (`encode`) and cut into windows (`plan_windows`); the engine's
     `score_windows(sequences, first_scored)` returns, per window, the NLLs of its positions from
     `first_scored` on. A document's NLLs are its windows' NLLs concatenated (every token once).
     """
+    docs = [(doc_id, truncate_text(text, identity)) for doc_id, text in docs]
     encoded = [encode(tokenizer, text) for _, text in docs]
     plans = [plan_windows(len(e.ids), identity.max_tokens, identity.truncation, identity.stride) for e in encoded]
     windows = [(d, w) for d, plan in enumerate(plans) for w in plan]  # a document may own several (sliding)

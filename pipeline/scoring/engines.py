@@ -27,6 +27,15 @@ class Engine(Protocol):
     def score(self, docs: list[tuple[str, str]]) -> list[dict]: ...
 
 
+class ScoringInterruptedError(UserError):
+    """`score` failed after finishing some documents: `rows` are their SCORES rows (in no particular
+    order), for the caller to keep before giving up. Raised `from` the failure itself."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
 def load_engine(engine: str, model_dir: str | Path, **options) -> Engine:
     """Build the named engine on `model_dir`; `options` go to its constructor (device, dtype,
     max_tokens, truncation, stride, token_budget, ...)."""

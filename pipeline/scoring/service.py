@@ -4,12 +4,16 @@ Endpoints
   POST /v1/score   {"documents": [{"doc_id", "text"}, ...]} -> {"scorer_id", "rows": [SCORES rows], "elapsed_s"}
   GET  /v1/models  the scorer identity (ScorerIdentity.to_dict()), the limits, token-NLL support.
   GET  /healthz    {"status": "ok"}; never needs the token, never waits for the engine.
-  GET  /metrics    Prometheus text format (written by hand; see `Metrics`).
+  GET  /metrics    Prometheus text format (prometheus_client; see `Metrics`).
+
+A first_n scorer reads a document only up to `core.char_limit` characters, so the service cuts
+every text there before checking it, as its engine would: a huge page gets the row the in-process
+engine gives it, not a rejection.
 
 Errors are JSON `{"detail": message}` (plus `"limit": name` when a ServiceLimits field was hit):
-413 for a body, document count or document size over its limit, 422 for a body that is not a
-valid request, 400 for an empty document list, 401 for a
-missing or wrong bearer token, 500 when the engine fails.
+413 for a body, document count or document size (after that cut) over its limit, 422 for a body
+that is not a valid request, 400 for an empty document list, 401 for a missing or wrong bearer
+token, 500 when the engine fails.
 
 The engine is not thread-safe and is slow: it runs on one dedicated worker thread, so calls are
 serialised and the event loop (and /healthz) stays responsive while it works.
@@ -22,7 +26,6 @@ import ipaddress
 import json
 import logging
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.scoring import core
 from pipeline.scoring.engines import Engine, load_engine
 
 log = logging.getLogger("curate.service")
@@ -43,7 +47,7 @@ class ServiceLimits:
     """What one /v1/score request may carry. The body limit is checked while reading, before
     parsing, so an oversized request costs no more than max_request_bytes of memory."""
     max_documents_per_request: int = 256
-    max_bytes_per_document: int = 1_000_000      # UTF-8 bytes of one document's text
+    max_bytes_per_document: int = 1_000_000      # UTF-8 bytes of the text a document is read to
     max_request_bytes: int = 64 * 1024 * 1024    # the raw JSON body
 
     def __post_init__(self) -> None:
@@ -68,73 +72,51 @@ class RequestRejected(Exception):
 # --------------------------------------------------------------------------- metrics
 
 class Metrics:
-    """Counters and a latency histogram of /v1/score, rendered in the Prometheus text format.
+    """The service's Prometheus metrics, in a registry of its own (one per app, so two services in one
+    process never share counts), with the process and platform metrics of prometheus_client.
 
-    curate_documents_total         documents scored (rows returned, error rows included)
-    curate_tokens_total            tokens whose NLL was computed (sum of n_predicted)
-    curate_requests_total{status}  /v1/score requests by HTTP status
-    curate_request_errors_total    /v1/score requests answered with a status >= 400
-    curate_request_seconds         /v1/score latency, histogram (queueing for the engine included)
-    curate_requests_in_flight      /v1/score requests being read, queued or scored now
+    curate_documents_total               documents scored (rows returned, error rows included)
+    curate_tokens_total                  tokens whose NLL was computed (sum of n_predicted)
+    curate_requests_total{status}        /v1/score requests by HTTP status (401 included)
+    curate_request_errors_total          /v1/score requests answered with a status >= 400
+    curate_unauthorized_requests_total   requests to any path refused for a missing or wrong token
+    curate_request_seconds               /v1/score latency, histogram (queueing for the engine included)
+    curate_requests_in_flight            /v1/score requests being read, queued or scored now
     """
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS):
-        self._lock = threading.Lock()
-        self.buckets = buckets
-        self.documents = 0
-        self.tokens = 0
-        self.requests: dict[int, int] = {}
-        self.errors = 0
-        self.bucket_counts = [0] * len(buckets)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self.in_flight = 0
+        from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector,
+                                       ProcessCollector)
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.documents = Counter("curate_documents", "Documents scored (error rows included).", registry=registry)
+        self.tokens = Counter("curate_tokens", "Tokens whose NLL was computed.", registry=registry)
+        self.requests = Counter("curate_requests", "Scoring requests by HTTP status.", ["status"], registry=registry)
+        self.errors = Counter("curate_request_errors", "Scoring requests answered with an error.",
+                              registry=registry)
+        self.unauthorized = Counter("curate_unauthorized_requests", "Requests refused for a missing or wrong "
+                                    "bearer token.", registry=registry)
+        self.in_flight = Gauge("curate_requests_in_flight", "Scoring requests in progress.", registry=registry)
+        self.latency = Histogram("curate_request_seconds", "Scoring request latency in seconds.",
+                                 buckets=buckets, registry=registry)
 
     def add_rows(self, rows: list[dict]) -> None:
-        with self._lock:
-            self.documents += len(rows)
-            self.tokens += sum(int(r.get("n_predicted") or 0) for r in rows)
-
-    def start_request(self) -> None:
-        with self._lock:
-            self.in_flight += 1
+        self.documents.inc(len(rows))
+        self.tokens.inc(sum(int(r.get("n_predicted") or 0) for r in rows))
 
     def end_request(self, status: int, seconds: float) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.requests[status] = self.requests.get(status, 0) + 1
-            self.errors += status >= 400
-            self.latency_sum += seconds
-            self.latency_count += 1
-            for i, bound in enumerate(self.buckets):
-                if seconds <= bound:
-                    self.bucket_counts[i] += 1   # cumulative: every bucket whose bound holds it
+        self.requests.labels(status=str(status)).inc()
+        if status >= 400:
+            self.errors.inc()
+        self.latency.observe(seconds)
 
-    def render(self) -> str:
-        with self._lock:
-            lines = [
-                *_header("curate_documents_total", "counter", "Documents scored (error rows included)."),
-                f"curate_documents_total {self.documents}",
-                *_header("curate_tokens_total", "counter", "Tokens whose NLL was computed."),
-                f"curate_tokens_total {self.tokens}",
-                *_header("curate_requests_total", "counter", "Scoring requests by HTTP status."),
-                *(f'curate_requests_total{{status="{s}"}} {n}' for s, n in sorted(self.requests.items())),
-                *_header("curate_request_errors_total", "counter", "Scoring requests answered with an error."),
-                f"curate_request_errors_total {self.errors}",
-                *_header("curate_requests_in_flight", "gauge", "Scoring requests in progress."),
-                f"curate_requests_in_flight {self.in_flight}",
-                *_header("curate_request_seconds", "histogram", "Scoring request latency in seconds."),
-                *(f'curate_request_seconds_bucket{{le="{b:g}"}} {n}'
-                  for b, n in zip(self.buckets, self.bucket_counts)),
-                f'curate_request_seconds_bucket{{le="+Inf"}} {self.latency_count}',
-                f"curate_request_seconds_sum {self.latency_sum!r}",
-                f"curate_request_seconds_count {self.latency_count}",
-            ]
-        return "\n".join(lines) + "\n"
-
-
-def _header(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition a scraper's Accept header asks for (Prometheus text by default, or
+        OpenMetrics), and its content type."""
+        from prometheus_client.exposition import choose_encoder
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
 
 
 # --------------------------------------------------------------------------- the app
@@ -143,7 +125,7 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
     """A FastAPI app serving `engine`. `token`: when set, every path but /healthz needs
     `Authorization: Bearer <token>`."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, ValidationError
     from starlette.concurrency import run_in_threadpool
 
@@ -171,23 +153,29 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
                   description=__doc__.split("\n\n")[0])
     app.state.engine, app.state.limits, app.state.metrics = engine, limits, metrics
 
-    @app.middleware("http")
-    async def authenticate_and_measure(request: Request, call_next):
+    async def authenticate(request: Request, call_next):
         if token is not None and request.url.path not in UNAUTHENTICATED_PATHS:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                metrics.unauthorized.inc()
                 return JSONResponse({"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
                                     status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def measure_then_authenticate(request: Request, call_next):
+        # Measured before authentication, so refused scoring requests count among the requests too.
         if request.url.path != "/v1/score":
-            return await call_next(request)
+            return await authenticate(request, call_next)
         started = time.perf_counter()
-        metrics.start_request()
+        metrics.in_flight.inc()
         status = 500
         try:
-            response = await call_next(request)
+            response = await authenticate(request, call_next)
             status = response.status_code
             return response
         finally:
+            metrics.in_flight.dec()
             metrics.end_request(status, time.perf_counter() - started)
 
     @app.get("/healthz")
@@ -199,8 +187,9 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
         return {**identity.to_dict(), "limits": asdict(limits)}
 
     @app.get("/metrics")
-    async def prometheus_metrics() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     @app.post("/v1/score")
     async def score(request: Request) -> Response:
@@ -210,7 +199,8 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
                 parsed = await run_in_threadpool(ScoreRequest.model_validate_json, body)
             except ValidationError as e:
                 raise RequestRejected(422, f"not a valid scoring request: {_first_errors(e)}") from e
-            docs = [(d.doc_id, d.text) for d in parsed.documents]
+            # Cut as the engine will (it cuts again, to the same text): limits apply to what is read.
+            docs = [(d.doc_id, core.truncate_text(d.text, identity)) for d in parsed.documents]
             _check_documents(docs, limits)
             loop = asyncio.get_running_loop()
             try:

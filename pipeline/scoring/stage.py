@@ -2,17 +2,20 @@
 
 Spark reads `docs`, drops documents this scorer has already scored (resume), and sends the rest
 through `mapInPandas` to a scoring engine living in each Python worker (the embedded default) or to
-the scoring service over HTTP. Each task writes its results in parts of `docs_per_part` documents,
-atomically, as it goes: a killed job keeps every finished part, and a re-run scores only the rest.
-Parts are named by run, partition and chunk over doc_id-sorted partitions, so a retried task
-overwrites its own earlier parts instead of duplicating them.
+the scoring service over HTTP. Each task writes its rows in parts, atomically, as it goes
+(`score_in_parts`): a part is written when it holds `docs_per_part` rows or `flush_seconds` after the
+last one, and a failing task writes what it has scored before it gives up. A killed job keeps every
+written part, and a re-run scores only the rest. Rows of limit-caused errors (`too_large`) are not
+final: a re-run takes them out of their parts and scores those documents again.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -23,6 +26,8 @@ import schemas
 from schemas import sidecars
 from pipeline.config import Config, ScoreConfig
 from pipeline.errors import UserError
+from pipeline.scoring import core
+from pipeline.scoring.engines import ScoringInterruptedError
 from pipeline.scoring.identity import local_identity, resolve_engine_settings
 from pipeline.spark import run_action
 from pipeline.stage import Report, StageResult, StageRun
@@ -30,6 +35,8 @@ from pipeline.store import Store
 
 _COUNTS_SCHEMA = "n_docs long, n_errors long, n_tokens long, seconds double"
 _SCORERS: dict[str, object] = {}  # one engine or client per Python worker process
+ENGINE_CALL_DOCS = 64  # documents per call of an in-process engine (its token budget batches inside)
+T = TypeVar("T")
 
 
 def _scorer(cfg_json: str, num_threads: int):
@@ -50,6 +57,43 @@ def _scorer(cfg_json: str, num_threads: int):
     return _SCORERS[cfg_json]
 
 
+def score_in_parts(docs: Iterable[tuple[str, str]], score: Callable[[list[tuple[str, str]]], list[dict]],
+                   write_part: Callable[[list[dict]], T], call_docs: int, docs_per_part: int,
+                   flush_seconds: float) -> Iterator[T]:
+    """Score `docs` in calls of `call_docs` and write the rows in parts; yields what `write_part` returns.
+
+    A part is written when `docs_per_part` rows are held, or when `flush_seconds` have passed since
+    the last write (checked after each call), so a killed task loses at most that much work. A
+    failure is raised only after the rows already scored are written (with the rows a
+    ScoringInterruptedError carries): a re-run then skips exactly the documents that have a row.
+    """
+    held: list[dict] = []
+    last_write = time.monotonic()
+    try:
+        for batch in _chunks(docs, call_docs):
+            held += score(batch)
+            while len(held) >= docs_per_part or (held and time.monotonic() - last_write >= flush_seconds):
+                part, held = held[:docs_per_part], held[docs_per_part:]   # out of `held` before the write
+                counts = write_part(part)
+                last_write = time.monotonic()
+                yield counts
+        if held:
+            part, held = held, []
+            yield write_part(part)
+    except BaseException as e:   # a failure, or the task being stopped: keep what is scored
+        if isinstance(e, ScoringInterruptedError):
+            held += e.rows
+        if held:
+            write_part(held)
+        raise
+
+
+def _chunks(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
+
+
 def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str, num_threads: int, docs_done):
     """mapInPandas function: score this partition's documents and write them part by part, adding
     each written part's documents to the accumulator `docs_done` (progress)."""
@@ -60,31 +104,59 @@ def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str,
         scorer = _scorer(cfg_json, num_threads)
         if scorer.identity.scorer_id != scorer_id:  # the service or model changed under a running job
             raise UserError(f"scorer identity changed: expected {scorer_id}, got {scorer.identity.scorer_id}")
-        partition = TaskContext.get().partitionId()
+        scorer_rel = ("scores", f"scorer={scorer_id}")
+        prefix = f"part-{run_id}-{TaskContext.get().partitionId():05d}-"
+        # A retried task finds the parts its earlier attempts wrote (their cuts differ: parts are also
+        # written on time and on failure): it skips their documents and numbers its parts after them.
+        earlier = [p for p in store.list_files(*scorer_rel, suffix=".parquet") if p.startswith(prefix)]
+        written = _doc_ids(store, scorer_rel, earlier)
+        part_numbers = itertools.count(max((int(p[len(prefix):-len(".parquet")]) for p in earlier), default=-1) + 1)
+        last = [time.perf_counter()]
 
-        def score_part(docs: list[tuple[str, str]], part_no: int) -> pd.DataFrame:
-            t0 = time.perf_counter()
-            rows = scorer.score(docs)
+        def write_part(rows: list[dict]) -> pd.DataFrame:
             store.write_table(pa.Table.from_pylist(rows, schema=schemas.SCORES), schemas.SCORES,
-                              "scores", f"scorer={scorer_id}", f"part-{run_id}-{partition:05d}-{part_no:05d}.parquet")
+                              *scorer_rel, f"{prefix}{next(part_numbers):05d}.parquet")
             docs_done.add(len(rows))
+            now = time.perf_counter()
+            seconds, last[0] = now - last[0], now   # the task's time since its last part
             return pd.DataFrame({"n_docs": [len(rows)], "n_errors": [sum(r["error"] is not None for r in rows)],
-                                 "n_tokens": [sum(r["n_predicted"] for r in rows)],
-                                 "seconds": [time.perf_counter() - t0]})
+                                 "n_tokens": [sum(r["n_predicted"] for r in rows)], "seconds": [seconds]})
 
-        # Stream the (doc_id-sorted) partition in parts: memory stays bounded by docs_per_part, and a
-        # retried task cuts the same parts, overwriting its earlier files instead of duplicating them.
-        part: list[tuple[str, str]] = []
-        part_no = 0
-        for frame in frames:
-            for doc in zip(frame["doc_id"], frame["text"]):
-                part.append(doc)
-                if len(part) == cfg.docs_per_part:
-                    yield score_part(part, part_no)
-                    part, part_no = [], part_no + 1
-        if part:
-            yield score_part(part, part_no)
+        if cfg.service_url:   # one request per connection in each call
+            call_docs = scorer.request_docs * cfg.concurrency
+        else:
+            call_docs = min(cfg.docs_per_part, ENGINE_CALL_DOCS)
+        docs = ((doc_id, text) for frame in frames for doc_id, text in zip(frame["doc_id"], frame["text"])
+                if doc_id not in written)
+        yield from score_in_parts(docs, scorer.score, write_part, call_docs, cfg.docs_per_part, cfg.flush_seconds)
     return run
+
+
+def _doc_ids(store: Store, rel: tuple[str, ...], names: list[str]) -> set[str]:
+    if not names:
+        return set()
+    dataset = ds.dataset([store.path(*rel, n) for n in names], filesystem=store.fs, format="parquet")
+    return set(dataset.to_table(columns=["doc_id"])["doc_id"].to_pylist())
+
+
+def drop_limit_errors(store: Store, rel: tuple[str, ...]) -> int:
+    """Take the rows of limit-caused errors (`core.is_limit_error`) out of the parts in `rel`, each part
+    rewritten atomically (deleted when nothing else is left), so that resume scores those documents
+    again and their new rows replace them, never beside them. Returns how many rows were taken out."""
+    names = store.list_files(*rel, suffix=".parquet")
+    if not names:
+        return 0
+    limit_error = pc.starts_with(pc.field("error"), core.LIMIT_ERROR)
+    dataset = ds.dataset([store.path(*rel, n) for n in names], filesystem=store.fs, format="parquet")
+    hits = dataset.to_table(columns=["__filename"], filter=limit_error)["__filename"].to_pylist()
+    for name in sorted({path.rsplit("/", 1)[-1] for path in hits}):
+        table = store.read_table(*rel, name)
+        kept = table.filter(pc.field("error").is_null() | ~limit_error)
+        if kept.num_rows:
+            store.write_table(kept, schemas.SCORES, *rel, name)
+        else:
+            store.delete(*rel, name)
+    return len(hits)
 
 
 def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None) -> StageResult:
@@ -103,8 +175,10 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
     scorer_id = identity.scorer_id
     scorer_rel = ("scores", f"scorer={scorer_id}")
     with run:
-        store.write_json(sidecars.SCORER, identity.to_dict(), *scorer_rel, "_scorer.json")
+        where = {} if cfg.service_url else {"model_path": str(Path(cfg.model).resolve())}
+        store.write_json(sidecars.SCORER, {**identity.to_dict(), **where}, *scorer_rel, "_scorer.json")
         store.clear_temporary(*scorer_rel)  # one scorer's parts are written by one job at a time
+        drop_limit_errors(store, scorer_rel)  # before resume reads what is done: those are not
         docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
         if cfg.where:
             try:

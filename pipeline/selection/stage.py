@@ -155,12 +155,14 @@ def where_masks(con, rules) -> dict[int, np.ndarray]:
     return out
 
 
-def reference_split_mask(con, store: Store) -> np.ndarray | None:
-    """Documents some reference model in the store trained on (held-out ones are not excluded)."""
-    if not store.list_files("reference_splits") and not _files_fingerprint(store, "reference_splits"):
+def reference_split_mask(con, store: Store, scorer: dict | None) -> np.ndarray | None:
+    """Documents the scorer's model trained on, when it is a reference model trained on this store
+    (held-out ones are not excluded). Another scorer never saw them: its scores of them are fair."""
+    if scorer is None or not _files_fingerprint(store, "reference_splits"):
         return None
-    mask = con.execute("""SELECT doc_id IN (SELECT doc_id FROM reference_splits WHERE NOT heldout)
-                          FROM candidates ORDER BY doc_id""").fetchnumpy()
+    mask = con.execute("""SELECT doc_id IN (SELECT doc_id FROM reference_splits WHERE NOT heldout
+                                            AND model_name = ?)
+                          FROM candidates ORDER BY doc_id""", [scorer.get("model_name")]).fetchnumpy()
     return np.asarray(next(iter(mask.values())), dtype=bool)
 
 
@@ -203,7 +205,7 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
                 raise UserError(f"scorer {scorer_id} has several score rows for some documents; re-score into "
                                 f"a clean scores/scorer={scorer_id}/")
             where = where_masks(con, rules)
-            excluded = reference_split_mask(con, store) if cfg.exclude_reference_split else None
+            excluded = reference_split_mask(con, store, scorer) if cfg.exclude_reference_split else None
         if sweep is not None:
             criteria, rates = sweep
             table = sweep_table(doc_ids, columns, rules, cfg.seed, where, excluded, criteria, rates, report_by)
@@ -222,22 +224,25 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
         if dry_run:
             return run.finish(counts, **outputs)
 
+        # Written aside and swapped in whole: the selection of this name stays intact until then.
+        work = ("_staging", STAGE, f"{cfg.name}-{run.run_id}")
         with run.phase("write"):
-            store.delete(*rel)  # parts of an older or unfinished selection of this name
             table = pa.table({"doc_id": pa.array(doc_ids, pa.string()), "kept": outcome["kept"],
                               "reason": pa.array(outcome["reason"], pa.string()),
                               "score": pa.array(outcome["score"], pa.float64(), from_pandas=True),
                               "group": pa.array(outcome["group"], pa.string())})
             for part, start in enumerate(range(0, max(len(table), 1), ROWS_PER_PART)):
-                store.write_table(table.slice(start, ROWS_PER_PART), schemas.SELECTION, *rel,
+                store.write_table(table.slice(start, ROWS_PER_PART), schemas.SELECTION, *work,
                                   f"part-{part:05d}.parquet")
-        # Written last: its presence marks the selection finished.
-        store.write_json(sidecars.SELECTION,
-                         {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "scorer": scorer,
-                          "config": cfg.model_dump(mode="json"), "counts": counts, "reasons": reasons,
-                          "timings": run.timings, "thresholds": outcome["thresholds"],
-                          "report": report.to_pylist(), "report_by": report_by, "code_version": code_version(),
-                          "created_at": utc_now()}, *rel, MANIFEST)
+            # Written last: its presence marks the selection finished.
+            store.write_json(sidecars.SELECTION,
+                             {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "scorer": scorer,
+                              "config": cfg.model_dump(mode="json"), "counts": counts, "reasons": reasons,
+                              "timings": run.timings, "thresholds": outcome["thresholds"],
+                              "report": report.to_pylist(), "report_by": report_by,
+                              "code_version": code_version(), "created_at": utc_now()}, *work, MANIFEST)
+            store.replace_dir(work, rel)
+            store.delete("_staging", STAGE)  # what killed runs left aside
         return run.finish(counts, **outputs)
 
 

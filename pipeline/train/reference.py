@@ -37,7 +37,8 @@ Progress = Callable[[int, int, "float | None", "float | None"], None]
 
 # ----------------------------------------------------------------------------------------------------
 # The reference split
-def split_reference(doc_ids: Iterable[str], fraction: float, seed: int = 0, min_docs: int = 0) -> set[str]:
+def split_reference(doc_ids: Iterable[str], fraction: float, seed: int = 0, min_docs: int = 0,
+                    max_fraction: float = 1.0) -> set[str]:
     """The documents of the reference split: doc_id is in it iff u(seed, doc_id) < fraction, where u is
     `hashing.reference_split_key`, a 64-bit blake2b hash of (seed, doc_id) scaled to [0, 1).
 
@@ -47,13 +48,15 @@ def split_reference(doc_ids: Iterable[str], fraction: float, seed: int = 0, min_
     model never lands in the scored split of a grown corpus. The size is Binomial(n, fraction).
 
     With `min_docs`, if fewer than min_docs documents fall below `fraction`, the threshold is raised to
-    take the min_docs documents of smallest u instead (all of them if the corpus is smaller); this is
-    still order-independent, and a superset of the plain split.
+    take the min_docs documents of smallest u instead, but never more than floor(max_fraction * n) of
+    the n documents (a small store keeps most of its documents for selection); this is still
+    order-independent, and a superset of the plain split.
     """
     keyed = [(reference_split_key(d, seed), d) for d in set(doc_ids)]
     chosen = {d for u, d in keyed if u < fraction}
-    if len(chosen) < min_docs:
-        chosen = {d for _, d in sorted(keyed)[:min_docs]}
+    wanted = min(min_docs, math.floor(max_fraction * len(keyed)))
+    if len(chosen) < wanted:
+        chosen = {d for _, d in sorted(keyed)[:wanted]}
     return chosen
 
 

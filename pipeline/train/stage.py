@@ -15,21 +15,22 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 import schemas
-from pipeline.config import Config, apply_overrides
+from pipeline.config import Config, ReferenceConfig, apply_overrides
 from pipeline.errors import UserError
 from pipeline.scoring.identity import MANIFEST
 from pipeline.stage import Report, StageResult, StageRun
 from pipeline.store import Store
 
 
-def read_reference_split(store: Store, fraction: float, seed: int, min_docs: int) -> tuple[list[str], list[str]]:
+def read_reference_split(store: Store, rc: ReferenceConfig) -> tuple[list[str], list[str], str]:
     """(doc_ids, texts) of the reference split, ordered by doc_id (so the training data, and the model,
-    do not depend on the order the store is read in); reads the texts of that split only."""
+    do not depend on the order the store is read in), and what it took, in words; reads the texts of
+    that split only."""
     from pipeline.train.reference import split_reference
     parts = [store.path("docs", f) for f in store.list_files("docs", suffix=".parquet")]
     dataset = ds.dataset(parts, filesystem=store.fs, format="parquet")
     ids = dataset.to_table(columns=["doc_id"])["doc_id"].to_pylist()
-    chosen = split_reference(ids, fraction, seed, min_docs)
+    chosen = split_reference(ids, rc.reference_fraction, rc.seed, rc.min_reference_docs, rc.max_reference_fraction)
     if not chosen:
         raise UserError("the reference split is empty: raise reference.reference_fraction or min_reference_docs")
     texts: dict[str, str] = {}
@@ -38,7 +39,8 @@ def read_reference_split(store: Store, fraction: float, seed: int, min_docs: int
             if doc_id in chosen:
                 texts[doc_id] = text
     ordered = sorted(texts)
-    return ordered, [texts[d] for d in ordered]
+    return ordered, [texts[d] for d in ordered], split_rule(rc, len(chosen), len(split_reference(
+        ids, rc.reference_fraction, rc.seed)), len(ids))
 
 
 def reference_out(config: Config) -> Path:
@@ -77,7 +79,7 @@ def run_train_reference(config: Config, progress: Callable | None = None, retrai
     with run:
         rc = config.reference
         with run.phase("read"):
-            doc_ids, texts = read_reference_split(run.store, rc.reference_fraction, rc.seed, rc.min_reference_docs)
+            doc_ids, texts, rule = read_reference_split(run.store, rc)
         with run.phase("train"):
             summary = train_reference(texts, out, rc, progress=_losses_shown(progress) if progress else None)
         heldout = set(summary["heldout_doc_indexes"])
@@ -85,10 +87,23 @@ def run_train_reference(config: Config, progress: Callable | None = None, retrai
                           "heldout": [i in heldout for i in range(len(doc_ids))]})
         run.store.write_table(table, schemas.REFERENCE_SPLIT, "reference_splits", f"model={rc.model_name}",
                               "part-00000.parquet")
-        summary["reference_docs"] = len(doc_ids)
+        summary.update(reference_docs=len(doc_ids), split_rule=rule)
         counts = {"reference_docs": len(doc_ids), "heldout_docs": len(heldout), "steps": summary["steps"],
                   "params": summary["params"], "train_tokens": summary["n_train_tokens"]}
         return run.finish(counts, out_dir=str(out), summary=summary)
+
+
+def split_rule(rc: ReferenceConfig, taken: int, plain: int, n_store: int) -> str:
+    """What the split took and which setting decided it (`plain`: the size by reference_fraction alone)."""
+    if taken == plain:
+        why = f"reference_fraction {rc.reference_fraction:g}"
+    elif taken < rc.min_reference_docs:
+        why = (f"min_reference_docs {rc.min_reference_docs:,}, capped at max_reference_fraction "
+               f"{rc.max_reference_fraction:g}")
+    else:
+        why = f"min_reference_docs {rc.min_reference_docs:,}"
+    return (f"{taken:,} of {n_store:,} documents ({taken / max(n_store, 1):.1%}, by {why}); selections made "
+            f"with this model's scores leave them out")
 
 
 def _losses_shown(progress: Callable) -> Callable:
@@ -114,7 +129,8 @@ def report(result: StageResult) -> Report:
     return Report("", notes=[
         f"reference model {out}: {s['params']:,} parameters, {s['steps']} steps on {s['reference_docs']:,} documents "
         f"({s['n_train_tokens']:,} tokens, {s['tokens_per_second']:,.0f} tokens/s); "
-        f"held-out loss {s['initial_heldout_loss']:.3f} -> {s['final_heldout_loss']:.3f}"])
+        f"held-out loss {s['initial_heldout_loss']:.3f} -> {s['final_heldout_loss']:.3f}",
+        f"reference split: {s['split_rule']}"])
 
 
 def summary_row(result: StageResult) -> dict:

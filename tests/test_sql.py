@@ -1,0 +1,84 @@
+"""`curate sql` output: query results written as csv / json from a real store through real DuckDB."""
+import csv
+import io
+import json
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import schemas
+from pipeline.errors import UserError
+from pipeline.sql import connect, query, write_result
+from pipeline.store import Store
+
+
+@pytest.fixture
+def quarantine_store(tmp_path):
+    """A store whose quarantine has a NULL in the integer column source_offset (a whole-file rejection)."""
+    store = Store(tmp_path / "store")
+    store.write_table(pa.table({
+        "source_file": ["/raw/a.jsonl", "/raw/b.jsonl", "/raw/c.jsonl"],
+        "source_offset": [3, None, 12],
+        "source_format": ["jsonl", "jsonl", "jsonl"],
+        "reason": ["malformed_json", "empty_file", "invalid_utf8"],
+        "detail": ["not valid JSON", "file is empty", "byte 0xff"],
+        "raw": [b"{oops", None, b"caf\xe9"],
+    }), schemas.QUARANTINE, "quarantine", "part-0.parquet")
+    return store
+
+
+def run(store: Store, sql: str, fmt: str, tmp_path) -> str:
+    con, _ = connect(store)
+    out = tmp_path / f"out.{fmt}"
+    write_result(query(con, sql), fmt, str(out))
+    return out.read_text(encoding="utf-8")
+
+
+def test_csv_keeps_integers_with_nulls_as_integers(quarantine_store, tmp_path):
+    text = run(quarantine_store, "SELECT source_offset, reason, raw FROM quarantine ORDER BY source_file", "csv",
+               tmp_path)
+    assert text == ("source_offset,reason,raw\n"
+                    "3,malformed_json,{oops\n"
+                    ",empty_file,\n"                      # NULL: an empty field, not nan or 0.0
+                    "12,invalid_utf8,caf\\xe9\n")          # bytes that are not UTF-8 are escaped, not lost
+
+
+def test_json_keeps_integers_with_nulls_as_integers(quarantine_store, tmp_path):
+    text = run(quarantine_store, "SELECT source_offset, reason, count(*) OVER () AS n, sum(source_offset) OVER () "
+               "AS total FROM quarantine ORDER BY source_file", "json", tmp_path)
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert rows == [{"source_offset": 3, "reason": "malformed_json", "n": 3, "total": 15},
+                    {"source_offset": None, "reason": "empty_file", "n": 3, "total": 15},
+                    {"source_offset": 12, "reason": "invalid_utf8", "n": 3, "total": 15}]
+    assert '"source_offset": 3,' in text and "3.0" not in text and "15.0" not in text  # sum() is a HUGEINT
+
+
+def test_other_types_in_csv_and_json(tmp_path, capsys):
+    con = duckdb.connect()
+    sql = ("SELECT * FROM (VALUES (2.5::DOUBLE, 3.0::DOUBLE, 1.50::DECIMAL(4, 2), true, [1, 2], {'a': 'x'}, "
+           "TIMESTAMP '2024-01-02 03:04:05', 'a,\"b\"', 'nan'::DOUBLE), "
+           "(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)) t(f, g, d, b, l, s, ts, q, n)")
+    write_result(query(con, sql), "csv", None)                     # stdout
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows == [["f", "g", "d", "b", "l", "s", "ts", "q", "n"],
+                    ["2.5", "3.0", "1.50", "true", "[1, 2]", '{"a": "x"}', "2024-01-02T03:04:05", 'a,"b"', "nan"],
+                    [""] * 9]
+
+    write_result(query(con, sql), "json", None)
+    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first == {"f": 2.5, "g": 3.0, "d": 1.5, "b": True, "l": [1, 2], "s": {"a": "x"},
+                     "ts": "2024-01-02T03:04:05", "q": 'a,"b"', "n": None}   # JSON has no NaN
+    assert second == dict.fromkeys(first)
+
+
+def test_parquet_and_bad_formats(quarantine_store, tmp_path):
+    con, _ = connect(quarantine_store)
+    table = query(con, "SELECT source_offset FROM quarantine")
+    with pytest.raises(UserError, match="--output"):
+        write_result(table, "parquet", None)
+    write_result(table, "parquet", str(tmp_path / "out.parquet"))
+    assert pq.read_table(tmp_path / "out.parquet").column("source_offset").type == pa.int64()
+    with pytest.raises(UserError, match="unknown format"):
+        write_result(table, "xml", None)
