@@ -136,7 +136,8 @@ def task_error(error: BaseException) -> str:
     """The Python error inside a Spark task failure (a UserError's own message when it is one)."""
     lines = str(error).splitlines()
     user = [line.split("UserError:", 1)[1].strip() for line in lines if "UserError:" in line]
-    python = [line.strip() for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    # "pipeline.scoring.engines.ScoringInterruptedError: ..." -> "ScoringInterruptedError: ..."
+    python = [re.sub(r"^(\w+\.)+", "", line.strip()) for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
     if user or python:
         return (user or python)[-1]
     return lines[0] if lines else type(error).__name__
