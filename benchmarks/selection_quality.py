@@ -134,7 +134,7 @@ def run(work: Path, nltk_dir: Path, n_clean: int, degraded_fraction: float, step
         from pipeline.scoring.smollm2 import fetch_smollm2
         smol = apply_overrides(cfg, {"score.model": str(fetch_smollm2(work / "smollm2")), "score.max_tokens": 64})
         t = time.time()
-        scorers.append(("SmolLM2-135M", smol, run_score(smol, spark).outputs["scorer_id"]))
+        scorers.append(("SmolLM2-135M-Instruct", smol, run_score(smol, spark).outputs["scorer_id"]))
         timings["score SmolLM2"] = time.time() - t
     rows = []
     for label, scorer_cfg, scorer_id in scorers:
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--clean", type=int, default=800, help="clean documents")
     parser.add_argument("--degraded-fraction", type=float, default=0.25)
     parser.add_argument("--steps", type=int, default=160, help="reference model training steps (the config's default)")
-    parser.add_argument("--smollm2", action="store_true", help="also score with SmolLM2-135M, first 64 tokens "
+    parser.add_argument("--smollm2", action="store_true", help="also score with SmolLM2-135M-Instruct, first 64 tokens "
                                                                "(about 150 tokens/s on 2 CPU cores)")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from pipeline.selection.rules import SCORE_RULES
 app = typer.Typer(help="Perplexity-based data curation for LLM pretraining: ingest raw corpora with Spark, score "
                   "them under reference models, select and export training shards, all in one store that DuckDB "
                   "queries.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-models_app = typer.Typer(help="Reference models: SmolLM2-135M, or one trained on the store.", no_args_is_help=True)
+models_app = typer.Typer(help="Reference models: SmolLM2-135M-Instruct, or one trained on the store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 CONFIG = typer.Option(None, "--config", "-c", help="run config (YAML); `curate init` writes a starter")
 STORE = typer.Argument(None, help="the corpus store (overrides `store`)")
@@ -223,7 +223,7 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
          steps: Optional[int] = typer.Option(None, "--steps", help="reference model training steps (default 150)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
     """Build a small web-like corpus from text on this machine and run every stage on it (DIR/curate.yaml);
-    SmolLM2-135M also scores a sample."""
+    SmolLM2-135M-Instruct also scores a sample."""
     from pipeline.demo.queries import run_demo
     run_demo(directory, RichOutput(), seed=seed, docs_per_source=docs_per_source, master=master,
              smollm2_sample=smollm2_sample, steps=steps, overwrite=overwrite)

