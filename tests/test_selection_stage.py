@@ -10,7 +10,7 @@ from pipeline.config import Config
 from pipeline.scoring.identity import ScorerIdentity
 from pipeline.errors import UserError
 from pipeline.selection.rules import parse_rule
-from pipeline.selection.stage import run_select
+from pipeline.selection.stage import report, run_select
 from pipeline.sql import connect
 from pipeline.store import Store
 from schemas import sidecars
@@ -212,3 +212,26 @@ def test_group_report_counts_match_plain_loops():
         assert r["docs"] == m.sum() and r["kept"] == (m & kept).sum()
         assert r["reference_split"] == sum(1 for i in np.flatnonzero(m) if reason[i] == "reference_split")
         assert r["tokens"] == int(np.nansum(tokens[m])) and r["tokens_kept"] == int(np.nansum(tokens[m & kept]))
+
+
+def test_by_says_how_many_groups_it_found_and_warns_when_one_holds_most():
+    from pipeline.selection.report import group_notes
+    rules = Config.model_validate({"select": {"rules": [
+        {"type": "where", "sql": "true"},
+        {"type": "band", "criterion": "medium", "rate": 0.5, "by": "domain"},
+        {"type": "band", "criterion": "low", "rate": 0.5, "by": "host", "min_group_docs": 40}]}}).select.rules
+    hosts = np.array(["a.example.com"] * 50 + ["b.example.com"] * 30 + ["c.example.com"] * 20, dtype=object)
+    columns = {"domain": np.array(["example.com"] * 100, dtype=object), "host": hosts}
+    domain_note, host_note = group_notes(columns, rules)
+    assert domain_note.startswith("rule 1 by=domain: 1 group(s), 1 of them with at least 20 documents")
+    assert "'example.com' holds 100% of the documents" in domain_note and "by=host would give 3 groups" in domain_note
+    assert host_note.startswith("rule 2 by=host: 3 group(s), 1 of them with at least 40 documents")
+    assert "warning" not in host_note  # the largest host holds 50%
+
+
+def test_the_selection_report_carries_the_group_notes(tmp_path):
+    write_store(tmp_path)  # 80% of the documents are English
+    result = run_select(config(tmp_path, rules=[{"type": "band", "criterion": "medium", "rate": 0.5,
+                                                 "by": "language"}]), dry_run=True)
+    text = report(result).text()
+    assert "rule 0 by=language: 2 group(s), 2 of them" in text and "'en' holds 80% of the documents" in text

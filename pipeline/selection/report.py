@@ -11,6 +11,31 @@ from pipeline.errors import UserError
 from pipeline.selection.rules import apply_rules
 
 
+def group_notes(columns: dict[str, np.ndarray], rules: list, dominant: float = 0.8) -> list[str]:
+    """What each score rule's `by` found among the candidates: how many groups get their own thresholds,
+    and a warning when one group holds at least `dominant` of the documents (its thresholds are then
+    the global ones in all but name), with the number of hosts when by=domain collapses them."""
+    notes = []
+    for i, rule in enumerate(rules):
+        if rule.type == "where" or not getattr(rule, "by", None):
+            continue
+        values = np.array(["(none)" if v is None else str(v) for v in columns[rule.by]], dtype=object)
+        if not len(values):
+            continue
+        uniq, counts = np.unique(values, return_counts=True)
+        own = int((counts >= rule.min_group_docs).sum())
+        line = (f"rule {i} by={rule.by}: {len(uniq):,} group(s), {own:,} of them with at least "
+                f"{rule.min_group_docs} documents (their own thresholds; the rest share the global ones)")
+        top = int(counts.argmax())
+        if counts[top] >= dominant * len(values):
+            line += (f"; warning: {uniq[top]!r} holds {counts[top] / len(values):.0%} of the documents, so the "
+                     "thresholds are nearly global")
+            if rule.by == "domain" and "host" in columns and len(set(columns["host"])) > len(uniq):
+                line += f"; by=host would give {len(set(columns['host'])):,} groups"
+        notes.append(line)
+    return notes
+
+
 def group_report(groups: np.ndarray, outcome: dict, n_tokens: np.ndarray) -> pa.Table:
     """Per group (largest first) and in total: documents and tokens, kept vs all, and the reference
     split excluded."""

@@ -20,7 +20,7 @@ import schemas
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.hashing import short_digest
-from pipeline.selection.report import group_report, sweep_table, thresholds_table
+from pipeline.selection.report import group_notes, group_report, sweep_table, thresholds_table
 from pipeline.selection.rules import apply_rules, ccnet_perplexity
 from pipeline.stage import Report, StageResult, StageRun, require
 from pipeline.store import Store, code_version, utc_now
@@ -199,6 +199,8 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
         with run.phase("read"):
             con = open_candidates(store, scorer)
             by_columns = {r.by for r in score_rules if r.by} | {report_by}
+            if "domain" in by_columns:  # to say how many hosts one domain holds (group_notes)
+                by_columns.add("host")
             doc_ids, columns = read_candidates(con, by_columns,
                                                need_ccnet=any(r.score == "ccnet_perplexity" for r in score_rules))
             if len(set(doc_ids)) != len(doc_ids):
@@ -220,7 +222,7 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
                   "dropped": int((~outcome["kept"]).sum()),
                   "reference_split": reasons.get("reference_split", 0), "no_score": reasons.get("no_score", 0),
                   "tokens": int(tokens.sum()), "tokens_kept": int(tokens[outcome["kept"]].sum())}
-        outputs.update(thresholds=outcome["thresholds"], report=report)
+        outputs.update(thresholds=outcome["thresholds"], report=report, group_notes=group_notes(columns, rules))
         if dry_run:
             return run.finish(counts, **outputs)
 
@@ -256,7 +258,7 @@ def report(result: StageResult) -> Report:
              " (unchanged: already in the store)" if result.skipped else "")
     notes = [f"kept {c['kept']:,} of {c['docs']:,} documents ({c['tokens_kept']:,} of {c['tokens']:,} tokens); "
              f"reference split excluded {c['reference_split']:,}, without a score {c['no_score']:,}; "
-             f"scorer {out['scorer_id'] or '-'}"]
+             f"scorer {out['scorer_id'] or '-'}", *out.get("group_notes", [])]
     if out["written"]:
         notes.append(f"selection: selections/{out['name']}/  (SQL: SELECT reason, count(*) FROM selections "
                      f"WHERE selection = '{out['name']}' GROUP BY reason)")
