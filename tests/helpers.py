@@ -64,3 +64,24 @@ def running(app):
         sock.close()
 
 
+
+
+def fail_scoring_after(app, budget: dict, status: int):
+    """Make a scoring service `app` answer /v1/score with `status` ("engine crashed") once
+    `budget["requests"]` calls are spent, as if its GPU fell over; the doc_ids of the calls it let
+    through are added to `budget["answered"]` (a list) when that key is there. Raising
+    `budget["requests"]` later lets it recover. Returns `app`."""
+    import json
+
+    from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def fail_after_budget(request, call_next):
+        if request.url.path == "/v1/score":
+            if budget["requests"] <= 0:
+                return JSONResponse({"detail": "engine crashed"}, status_code=status)
+            budget["requests"] -= 1
+            if "answered" in budget:
+                budget["answered"] += [d["doc_id"] for d in json.loads(await request.body())["documents"]]
+        return await call_next(request)
+    return app

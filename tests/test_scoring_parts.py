@@ -1,7 +1,6 @@
 """How a score task writes its parts (no Spark): on a size bound, on a time bound, and before it gives
 up; and how resume takes limit-caused error rows back. A real tiny Llama, a real service over HTTP,
 real Parquet parts in a real store."""
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +17,7 @@ from pipeline.scoring.engines import load_engine  # noqa: E402
 from pipeline.scoring.service import ServiceLimits, create_app  # noqa: E402
 from pipeline.scoring.stage import drop_limit_errors, score_in_parts  # noqa: E402
 from pipeline.store import Store  # noqa: E402
-from tests.helpers import make_tiny_model_dir, random_texts, running  # noqa: E402
+from tests.helpers import fail_scoring_after, make_tiny_model_dir, random_texts, running  # noqa: E402
 
 REL = ("scores", "scorer=test")
 
@@ -52,18 +51,7 @@ def _stored(store: Store) -> list[dict]:
 def _failing_service(engine, budget: dict, **limits):
     """The real service, which starts answering 500 once `budget["requests"]` /v1/score calls are spent,
     as if its GPU fell over; `budget["answered"]` collects the doc_ids it scored."""
-    from fastapi.responses import JSONResponse
-    app = create_app(engine, ServiceLimits(**limits))
-
-    @app.middleware("http")
-    async def fail_after_budget(request, call_next):
-        if request.url.path == "/v1/score":
-            if budget["requests"] <= 0:
-                return JSONResponse({"detail": "engine crashed"}, status_code=500)
-            budget["requests"] -= 1
-            budget["answered"] += [d["doc_id"] for d in json.loads(await request.body())["documents"]]
-        return await call_next(request)
-    return app
+    return fail_scoring_after(create_app(engine, ServiceLimits(**limits)), budget, status=500)
 
 
 def test_parts_are_written_by_size(tmp_path, engine, docs):

@@ -15,7 +15,7 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.ingest.stage import run_ingest
 from pipeline.scoring.stage import run_score
-from tests.helpers import make_tiny_model_dir, random_texts, running
+from tests.helpers import fail_scoring_after, make_tiny_model_dir, random_texts, running
 
 pytestmark = pytest.mark.spark
 pytest.importorskip("torch")
@@ -109,25 +109,13 @@ def test_score_through_the_service_and_a_failing_service(spark, tmp_path, corpus
     """A service started with --max-docs 4 that stops scoring after 5 requests (the job's client sizes
     its requests to the limit). Every document it answered is written before the job gives up, though
     the parts are far from full, and the re-run scores exactly the others."""
-    import json as _json
-
-    from fastapi.responses import JSONResponse
-
     from pipeline.scoring.engines import load_engine
     from pipeline.scoring.service import ServiceLimits, create_app
 
     engine = load_engine("torch", model_dir, max_tokens=64)
-    app = create_app(engine, ServiceLimits(max_documents_per_request=4))
-    budget = {"score_requests": 5, "answered": set()}  # then the service starts failing, as if its GPU fell over
-
-    @app.middleware("http")
-    async def fail_after_budget(request, call_next):
-        if request.url.path == "/v1/score":
-            if budget["score_requests"] <= 0:   # refused at once (not retried): each task fails on its next call
-                return JSONResponse({"detail": "engine crashed"}, status_code=400)
-            budget["score_requests"] -= 1
-            budget["answered"] |= {d["doc_id"] for d in _json.loads(await request.body())["documents"]}
-        return await call_next(request)
+    budget = {"requests": 5, "answered": []}  # then the service starts failing, as if its GPU fell over
+    # 400: refused at once (not retried), so each task fails on its next call
+    app = fail_scoring_after(create_app(engine, ServiceLimits(max_documents_per_request=4)), budget, status=400)
 
     store = tmp_path / "store"
     with running(app) as url:
@@ -138,8 +126,8 @@ def test_score_through_the_service_and_a_failing_service(spark, tmp_path, corpus
         message = str(failure.value)
         assert "scoring failed" in message and "re-run" in message and "engine crashed" in message
         kept = {r[0] for r in _scores(store)}
-        assert len(budget["answered"]) == 20 and kept == budget["answered"]  # nothing scored is lost
-        budget["score_requests"] = 10_000
+        assert len(set(budget["answered"])) == 20 and kept == set(budget["answered"])  # nothing scored is lost
+        budget["requests"] = 10_000
         result = run_score(cfg, spark)
         assert result.counts["already_scored"] == len(kept) and result.counts["scored_now"] == 61 - len(kept)
     ids = [r[0] for r in _scores(store)]

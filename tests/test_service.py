@@ -23,7 +23,7 @@ from pipeline.scoring.engines import ScoringInterruptedError, load_engine  # noq
 from pipeline.scoring.service import ServiceLimits, create_app  # noqa: E402
 from tests.helpers import make_tiny_model_dir as _make_model_dir  # noqa: E402
 from tests.helpers import random_texts as _texts  # noqa: E402
-from tests.helpers import running  # noqa: E402
+from tests.helpers import fail_scoring_after, running  # noqa: E402
 
 TOKEN = "s3cret-token"
 
@@ -238,18 +238,7 @@ def test_client_raises_4xx_at_once_with_the_message(engine):
 def test_a_failed_request_keeps_the_rows_of_those_that_succeeded(engine):
     """Requests 1 and 2 succeed, 3 fails: the error carries the 4 rows already scored."""
     app, calls = _flaky_app(engine.identity, fail_first=0, status=400)
-    budget = {"left": 2}
-
-    @app.middleware("http")
-    async def fail_after_budget(request, call_next):
-        from fastapi.responses import JSONResponse
-        if request.url.path == "/v1/score":
-            if budget["left"] <= 0:
-                return JSONResponse({"detail": "engine crashed"}, status_code=400)
-            budget["left"] -= 1
-        return await call_next(request)
-
-    with running(app) as url:
+    with running(fail_scoring_after(app, {"requests": 2}, status=400)) as url:
         client = ScoringClient(url, batch_size=2, max_concurrency=1, retries=0)
         with pytest.raises(ScoringInterruptedError, match="400: engine crashed") as failure:
             client.score([(f"d{i}", "some text") for i in range(8)])

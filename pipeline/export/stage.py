@@ -94,21 +94,21 @@ def choose_tokenizer(config: Config, store: Store, selection: dict) -> tuple[str
     scorer = selection.get("scorer") or {}
     wanted = scorer.get("tokenizer", "").rpartition("@")[2] or None
     if config.export.tokenizer:
-        chosen, source = config.export.tokenizer, "export.tokenizer"
+        chosen, source, actual = config.export.tokenizer, "export.tokenizer", None
     elif wanted is None:
-        chosen, source = config.score.model, "score.model"
+        chosen, source, actual = config.score.model, "score.model", None
     else:
         models = store.path("models")
         known = [scorer.get("model_path"), config.score.model,
                  *(sorted(str(p) for p in Path(models).iterdir()) if Path(models).is_dir() else [])]
-        found = [d for d in known if d and os.path.isdir(d) and tokenizer_hash(d) == wanted]
-        if not found:
+        chosen = next((d for d in known if d and os.path.isdir(d) and tokenizer_hash(d) == wanted), None)
+        if chosen is None:
             raise UserError(f"selection {selection['name']!r} was made with scorer {selection.get('scorer_id')} "
                             f"(tokenizer {scorer.get('tokenizer')}), whose model directory is not on this machine: "
                             "set export.tokenizer (--tokenizer) to it, or to another tokenizer on purpose")
-        chosen, source = found[0], f"the selection's scorer {selection.get('scorer_id')}"
-    tokenizer = load_export_tokenizer(chosen)
-    actual = tokenizer_hash(chosen)
+        source, actual = f"the selection's scorer {selection.get('scorer_id')}", wanted  # found by that hash
+    tokenizer = load_export_tokenizer(chosen)  # a clear error for a path that holds no tokenizer
+    actual = actual or tokenizer_hash(chosen)
     return chosen, {"path": str(chosen), "hash": actual, "vocab_size": len(tokenizer), "source": source,
                     "scorer_tokenizer": scorer.get("tokenizer"), "matches_scorer": wanted in (None, actual)}
 
