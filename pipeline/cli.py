@@ -21,7 +21,9 @@ app.add_typer(models_app, name="models")
 CONFIG = typer.Option(None, "--config", "-c", help="run config (YAML); `curate init` writes a starter")
 STORE = typer.Argument(None, help="the corpus store (overrides `store`)")
 MASTER = typer.Option(None, "--master", help="Spark master, e.g. spark://host:7077")
-RULE_HELP = f"replaces select.rules: {', '.join(r.example for r in SCORE_RULES.values())}; options :by=domain"
+RULE_HELP = (f"replaces select.rules: {', '.join(r.example for r in SCORE_RULES.values())}; options :by=domain, "
+             ":score=bits_per_byte | nll_mean | perplexity_pct_in_host | perplexity_pct_in_domain (any scorer "
+             "column's percentile within its host or domain)")
 
 
 def _run_stage(name: str, run) -> None:
@@ -141,6 +143,28 @@ def score(
 
 
 @app.command()
+def distill(
+    store: Optional[str] = STORE,
+    config: Optional[Path] = CONFIG,
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="model directory, or smollm2-135m (the default)"),
+    teacher_tokens: Optional[int] = typer.Option(None, "--teacher-tokens", help="distill.teacher_max_tokens (128)"),
+    sample_docs: Optional[int] = typer.Option(None, "--sample-docs", help="distill.min_sample_docs (300)"),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="distill.group_by (host)"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="the student's directory (distill.out)"),
+    master: Optional[str] = MASTER,
+):
+    """Distil a teacher's perplexity into a cheap student that scores the whole store.
+
+    The teacher scores a stratified sample, the student learns its scores from the text and scores
+    every document into store/scores/scorer=<student id>/; its agreement with the teacher is reported."""
+    from pipeline.run import STAGES
+    cfg = _config(config, {"store": store, "distill.teacher": teacher, "distill.teacher_max_tokens": teacher_tokens,
+                           "distill.min_sample_docs": sample_docs, "distill.group_by": group_by,
+                           "distill.out": out, "spark.master": master})
+    _run_stage("distill", lambda progress: STAGES["distill"].run(cfg, progress))
+
+
+@app.command()
 def select(
     store: Optional[str] = STORE,
     config: Optional[Path] = CONFIG,
@@ -148,10 +172,17 @@ def select(
     scorer: Optional[str] = typer.Option(None, "--scorer", help="scorer id or model name (select.scorer)"),
     rule: Optional[list[str]] = typer.Option(None, "--rule", "-r", help=RULE_HELP),
     where: Optional[list[str]] = typer.Option(None, "--where", "-w", help="a DuckDB predicate over candidates "
-                                              "(docs + score columns), applied before --rule"),
+                                              "(docs + score columns, e.g. perplexity_pct_in_host < 90), "
+                                              "applied before --rule"),
     keep_reference_split: bool = typer.Option(False, "--keep-reference-split", help="keep reference splits"),
     seed: Optional[int] = typer.Option(None, "--seed"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be kept per group; write nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="what-if: kept per group, score distribution, documents "
+                                 "at each band edge; write nothing"),
+    fmt: str = typer.Option("table", "--format", "-f", help="the what-if report as table | json | html (json and "
+                            "html imply --dry-run)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="json: write it here, not to stdout; html: "
+                                          "the page (default whatif-<name>.html)"),
+    examples: int = typer.Option(3, "--examples", help="what-if: documents each side of each band edge"),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="compare criteria: low,medium,high (writes nothing)"),
     rates: str = typer.Option("0.1,0.3,0.5,0.7", "--rates", help="selection rates for --sweep"),
     report_by: str = typer.Option("domain", "--report-by", help="docs column the report groups by"),
@@ -160,15 +191,29 @@ def select(
     """Select documents by their scores: perplexity bands, percentiles, CCNet buckets, BERTIN sampling and
     SQL predicates, with thresholds global or per group. Writes store/selections/<name>/ (doc_id, kept,
     reason, score) and _selection.json with the thresholds."""
-    from pipeline.selection.report import parse_sweep
+    import json
+
+    from pipeline.selection.report import parse_sweep, what_if_html
     from pipeline.selection.rules import with_rules
-    from pipeline.selection.stage import run_select
+    from pipeline.selection.stage import run_select, run_what_if
+    if fmt not in ("table", "json", "html") or (sweep and fmt != "table"):
+        raise UserError(f"--format {fmt!r}: use table, json or html (--sweep prints a table)")
     cfg = with_rules(_config(config, {"store": store, "select.name": name, "select.scorer": scorer, "select.seed": seed,
                                       "select.exclude_reference_split": False if keep_reference_split else None}),
                      rule or [], where or [])
     grid = parse_sweep(sweep, rates) if sweep else None
-    _run_stage("select", lambda _: run_select(cfg, overwrite=overwrite, dry_run=dry_run, report_by=report_by,
-                                              sweep=grid))
+    if fmt == "table":
+        _run_stage("select", lambda _: run_select(cfg, overwrite=overwrite, dry_run=dry_run, report_by=report_by,
+                                                  sweep=grid, examples=examples))
+        return
+    data = run_what_if(cfg, report_by=report_by, examples=examples)
+    if fmt == "json" and not output:
+        sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        return
+    path = output or Path(f"whatif-{cfg.select.name}.html")
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n" if fmt == "json" else what_if_html(data),
+                    encoding="utf-8")
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -219,14 +264,15 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
          seed: int = typer.Option(0, "--seed"),
          docs_per_source: int = typer.Option(400, "--docs-per-source", help="cap per real-text source"),
          master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[*])"),
-         smollm2_sample: float = typer.Option(0.05, "--smollm2-sample", help="share also scored by SmolLM2 (0: none)"),
+         teacher_docs: int = typer.Option(300, "--teacher-docs", help="documents SmolLM2 scores for the student "
+                                          "(0: no distillation; the reference model chooses)"),
          steps: Optional[int] = typer.Option(None, "--steps", help="reference model training steps (default 150)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
     """Build a small web-like corpus from text on this machine and run every stage on it (DIR/curate.yaml);
-    SmolLM2-135M-Instruct also scores a sample."""
+    a student distilled from SmolLM2-135M-Instruct chooses the documents."""
     from pipeline.demo.queries import run_demo
     run_demo(directory, RichOutput(), seed=seed, docs_per_source=docs_per_source, master=master,
-             smollm2_sample=smollm2_sample, steps=steps, overwrite=overwrite)
+             teacher_docs=teacher_docs, steps=steps, overwrite=overwrite)
 
 
 @app.command()

@@ -93,6 +93,31 @@ class ScoreConfig(Strict):
     concurrency: int = Field(4, ge=1, description="service: requests in flight per Spark task")
 
 
+class DistillConfig(Strict):
+    """`curate distill`: a strong teacher scores a stratified sample of the store, a cheap student learns
+    to predict the teacher's score from the text, and the student scores every document into
+    store/scores/scorer=<student id>/. On 2 CPU cores SmolLM2 scores
+    ~2-3 documents/s (first 128 tokens) and the student several hundred."""
+    teacher: str = Field("smollm2-135m", description="the teacher: a model directory, or smollm2-135m "
+                                                     "(SmolLM2-135M-Instruct, converted offline on first use)")
+    teacher_max_tokens: int = Field(128, ge=2, description="the teacher reads each document's first this many "
+                                                           "tokens")
+    out: str | None = Field(None, description="the student's directory; default: <store>/models/student")
+    group_by: str = Field("host", description="docs column the sample is stratified by")
+    sample_fraction: float = Field(0.05, gt=0, le=1, description="share of every group the teacher scores ...")
+    min_sample_docs: int = Field(300, ge=10, description="... but at least this many documents in all "
+                                                         "(a student needs a few hundred) ...")
+    max_sample_docs: int = Field(20000, ge=10, description="... and at most this many")
+    seed: int = Field(0, description="seed of the sample and the folds")
+    target: Literal["nll_mean", "bits_per_byte"] = Field("nll_mean", description="the teacher's score the "
+                                                          "student learns: nll_mean (log-perplexity) or bits_per_byte")
+    folds: int = Field(5, ge=2, description="k-fold agreement on held-out sample documents")
+    agreement_rate: float = Field(0.5, gt=0, le=1, description="selection rate of the band agreement")
+    max_chars: int = Field(2000, ge=100, description="characters of each document the student reads")
+    hash_bits: int = Field(18, ge=8, le=24, description="2^hash_bits hashed columns per n-gram kind")
+    alpha: float = Field(1.0, gt=0, description="ridge penalty of the n-gram model")
+
+
 class ReferenceConfig(Strict):
     """`curate models train-reference`: a small Llama trained on a random split of the store (Ankner
     et al.'s reference model). The defaults give ~2.1M parameters (half of them the embedding), trained
@@ -162,7 +187,12 @@ class ReferenceConfig(Strict):
         return self.name or f"ref-llama-h{self.hidden_size}-l{self.num_layers}-v{self.vocab_size}-seed{self.seed}"
 
 
-ScoreColumn = Literal["perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity"]
+# A scorer column, CCNet's perplexity, or a scorer column as a percentile (0-100) within the document's
+# host or domain among the scored documents of that group (pipeline.selection.rules.percentile_in_group).
+ScoreColumn = Literal["perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity",
+                      "perplexity_pct_in_host", "perplexity_pct_in_domain",
+                      "bits_per_byte_pct_in_host", "bits_per_byte_pct_in_domain",
+                      "nll_mean_pct_in_host", "nll_mean_pct_in_domain"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # selection/export names are folder names
 
 
@@ -225,11 +255,16 @@ class SelectConfig(Strict):
     rules: list[SelectionRule] = Field(
         default_factory=list,
         description="empty: keep everything outside the reference split. Score rules take `score:` perplexity "
-                    "| bits_per_byte | nll_mean | ccnet_perplexity, `by:` a docs column (domain, language, "
-                    "host, ...) and `min_group_docs:` (smaller groups use the global thresholds)",
+                    "| bits_per_byte | nll_mean | ccnet_perplexity, or one of the first three normalised within "
+                    "the document's host or domain as <column>_pct_in_host | <column>_pct_in_domain (its "
+                    "percentile, 0-100, among the scored documents of that group: a band over it is taken "
+                    "across all groups), `by:` a docs column (domain, language, host, ...) and "
+                    "`min_group_docs:` (smaller groups use the global thresholds). `where` rules are DuckDB "
+                    "predicates over `candidates`: docs columns, the scorer's columns and the _pct_in_ ones",
         json_schema_extra={"examples": [
             {"type": "where", "sql": "language = 'en' AND n_chars >= 200"},
             {"type": "band", "criterion": "medium", "rate": 0.5},
+            {"type": "band", "criterion": "medium", "rate": 0.5, "score": "perplexity_pct_in_host"},
             {"type": "percentile", "lower": 25, "upper": 75, "by": "domain"},
             {"type": "ccnet", "keep": ["head", "middle"], "cuts": [30, 60], "by": "language"},
             {"type": "bertin", "method": "gaussian", "rate": 0.5, "width": 4.5}]})
@@ -281,9 +316,10 @@ class Config(Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
-    stages: list[str] = Field(default_factory=lambda: ["ingest", "score", "select", "export"],
+    stages: list[str] = Field(default_factory=lambda: ["ingest", "distill", "select", "export"],
                               description="what `curate run` runs, always in pipeline order "
                                           "(pipeline.run.STAGES lists them)")
 

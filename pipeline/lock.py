@@ -40,14 +40,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+_HELD: dict[str, "StoreLock"] = {}  # store uri -> the lock this process holds on it
+
+
 class StoreLock:
-    """`with StoreLock(store, stage, run_id):` holds the store's writer lock for the block."""
+    """`with StoreLock(store, stage, run_id):` holds the store's writer lock for the block. Within the
+    process that holds it, taking it again is a no-op (a stage that runs other stages, e.g. distill
+    running score, holds it once)."""
 
     def __init__(self, store: Store, stage: str, run_id: str, wait_s: float = 0.0):
         self.store, self.wait_s = store, wait_s
         self.holder = {"stage": stage, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                        "token": uuid.uuid4().hex, "started_at": utc_now(), "heartbeat": time.time()}
         self.taken_over: dict | None = None  # the stale holder this lock replaced, if any
+        self.nested = False                  # this process held it already: nothing to take or give back
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -57,11 +63,15 @@ class StoreLock:
 
     # -- taking and giving back ----------------------------------------------------------------
     def acquire(self) -> "StoreLock":
+        if self.store.uri in _HELD:
+            self.nested = True
+            return self
         deadline = time.time() + self.wait_s
         while True:
             if self._create():
                 self._thread = threading.Thread(target=self._heartbeat, daemon=True, name="curate-lock")
                 self._thread.start()
+                _HELD[self.store.uri] = self
                 return self
             current = self.read(self.store)
             if current is None:
@@ -75,6 +85,10 @@ class StoreLock:
             time.sleep(min(1.0, max(0.05, deadline - time.time())))
 
     def release(self) -> None:
+        if self.nested:
+            return
+        if _HELD.get(self.store.uri) is self:
+            del _HELD[self.store.uri]
         self._stop.set()
         if self._thread:
             self._thread.join()

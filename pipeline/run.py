@@ -20,6 +20,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol
 import pyarrow as pa
 
 from pipeline.config import Config, apply_overrides, load_config
+from pipeline.distill import stage as distill
 from pipeline.errors import UserError
 from pipeline.export import stage as export
 from pipeline.ingest import stage as ingest
@@ -66,6 +67,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           _no_check, train.report, train.summary_row),
     Stage("score", "score", lambda c, p: scoring.run_score(c, _spark(c), progress=p),
           scoring.check_config, scoring.report, scoring.summary_row),
+    Stage("distill", "distill", lambda c, p: distill.run_distill(c, _spark(c), progress=p),
+          distill.check_config, distill.report, distill.summary_row),
     Stage("select", "select", lambda c, p: selection.run_select(c, overwrite=True),
           _no_check, selection.report, selection.summary_row),
     Stage("export", "export", lambda c, p: export.run_export(c, _spark(c), progress=p, overwrite=True),

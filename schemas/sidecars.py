@@ -65,7 +65,7 @@ SCORER = Sidecar("scorer", "scores/scorer=*/_scorer.json", 1, {
     "weights_sha256": "sha256 of the weights",
     "tokenizer": "name@hash of the tokenizer files",
     "dtype": "float32 | bfloat16 | float16",
-    "backend": "torch | vllm",
+    "backend": "torch | vllm | student",
     "max_tokens": "window length in tokens, BOS included",
     "truncation": "first_n | sliding",
     "stride": "sliding windows' stride; null for first_n",
@@ -74,6 +74,7 @@ SCORER = Sidecar("scorer", "scores/scorer=*/_scorer.json", 1, {
 }, {
     "model_path": "the model directory, on the machine that scored in-process (export finds the tokenizer "
                   "there); absent for a service",
+    "distilled": "a distilled student: {teacher (the teacher's identity), sample, features, target, seed}",
 })
 
 SELECTION = Sidecar("selection", "selections/*/_selection.json", 1, {
@@ -162,7 +163,19 @@ CONVERTED_MODEL = Sidecar("converted_model", "<model dir>/curate_model.json", 1,
 # Every sidecar in the store, for `sidecar_for`; model cards are found by their `kind`.
 STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
                   EXPORT_MANIFEST, MIXTURE)
-MODEL_CARDS = {"trained_reference": TRAINED_MODEL, "converted_gguf": CONVERTED_MODEL}
+STUDENT_MODEL = Sidecar("student_model", "<model dir>/curate_model.json", 1, {
+    "name": "the student's name (the scorer identity's model_name)", "kind": "distilled_student",
+    "teacher": "the teacher scorer's identity (_scorer.json)", "target": "the teacher's column it predicts",
+    "sample": "{group_by, fraction, min_docs, max_docs, seed, n_docs, n_groups, doc_ids_sha256}",
+    "features": "the featurizer's settings (StudentSettings)", "weights_sha256": "sha256 of student.npz",
+    "agreement": "k-fold agreement with the teacher on the sample: spearman, band_agreement, folds, rate",
+    "fit_seconds": "time to fit the student (k folds and the final fit)",
+    "key": "what the student depends on (teacher id, sample digest, features, target, folds): a re-run "
+           "with the same key keeps it",
+})
+
+MODEL_CARDS = {"trained_reference": TRAINED_MODEL, "converted_gguf": CONVERTED_MODEL,
+               "distilled_student": STUDENT_MODEL}
 
 
 def sidecar_for(rel_path: str) -> Sidecar | None:

@@ -139,3 +139,20 @@ def test_two_ingests_started_together_never_lose_documents(tmp_path):
     import duckdb
     n = duckdb.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/docs/*.parquet')").fetchone()[0]
     assert n == 250
+
+
+def test_the_holding_process_takes_the_lock_again_as_a_no_op(tmp_path):
+    """A stage that runs other stages (distill runs score) holds the lock once: the inner take and give
+    back leave the outer lock in place; another process still cannot take it."""
+    store = Store(tmp_path / "store")
+    with StoreLock(store, "distill", "outer") as outer:
+        with StoreLock(store, "score", "inner") as inner:
+            assert inner.nested and StoreLock.read(store)["token"] == outer.holder["token"]
+        assert StoreLock.read(store)["token"] == outer.holder["token"]
+        proc = subprocess.run([sys.executable, "-c", "import sys; from pipeline.lock import StoreLock; "
+                               "from pipeline.store import Store; StoreLock(Store(sys.argv[1]), 'ingest', 'x').acquire()",
+                               store.uri], capture_output=True, text=True)
+        assert proc.returncode != 0 and "in use by distill run outer" in proc.stderr
+    assert not store.exists(LOCK_FILE)
+    with StoreLock(store, "score", "later") as later:   # taken for real again after the outer one ended
+        assert not later.nested

@@ -232,3 +232,68 @@ def test_bertin_and_ccnet_rules_in_apply_rules_are_seeded():
     assert after_ccnet == pytest.approx(0.6 * n, abs=2)
     assert a["kept"].sum() == pytest.approx(0.5 * after_ccnet, abs=4 * math.sqrt(after_ccnet * 0.25))
     assert set(a["reason"][~a["kept"]]) == {"ccnet:tail", "bertin:stepwise@0.5:not_drawn"}
+
+
+def brute_percentile_in_group(values, groups):
+    """100 * (average rank - 0.5) / n among the finite values of the same group, one value at a time."""
+    out = []
+    for v, g in zip(values, groups):
+        if not math.isfinite(v):
+            out.append(math.nan)
+            continue
+        mine = [w for w, h in zip(values, groups) if h == g and math.isfinite(w)]
+        below, tied = sum(w < v for w in mine), sum(w == v for w in mine)
+        average_rank = below + (tied + 1) / 2  # ranks below + 1 ... below + tied, averaged
+        out.append(100 * (average_rank - 0.5) / len(mine))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_percentile_in_group_matches_a_brute_force_loop(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    values = rng.integers(0, 12, n).astype(float) * rng.choice([1.0, 0.37])  # many ties
+    values[rng.random(n) < 0.1] = np.nan
+    values[rng.random(n) < 0.03] = np.inf  # unscored as well
+    groups = rng.choice(np.array(["a.org", "b.org", "c.net", None], dtype=object), n)
+    got = selection.percentile_in_group(values, groups)
+    want = brute_percentile_in_group(values.tolist(), groups.tolist())
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(got)], np.array(want)[~np.isnan(want)], rtol=0, atol=1e-9)
+    assert np.all((got[~np.isnan(got)] > 0) & (got[~np.isnan(got)] < 100))
+
+
+def test_percentile_in_group_spreads_every_group_evenly_whatever_its_scale():
+    values = np.array([1.0, 2, 3, 4, 1000, 2000, 3000, 4000, 7, np.nan])
+    groups = np.array(["small"] * 4 + ["large"] * 4 + ["alone", "small"], dtype=object)
+    pct = selection.percentile_in_group(values, groups)
+    assert pct[:4].tolist() == pct[4:8].tolist() == [12.5, 37.5, 62.5, 87.5]
+    assert pct[8] == 50 and math.isnan(pct[9])
+    tied = selection.percentile_in_group(np.array([5.0, 5, 5, 9]), np.array(["g"] * 4, dtype=object))
+    assert tied.tolist() == [37.5, 37.5, 37.5, 87.5]  # ranks 1-3 share rank 2
+
+
+def test_the_normalised_scores_are_score_columns_of_every_rule():
+    from typing import get_args
+    from pipeline.config import ScoreColumn
+    assert set(get_args(ScoreColumn)) == {"perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity",
+                                          *selection.GROUP_PERCENTILES}
+    assert selection.GROUP_PERCENTILES["bits_per_byte_pct_in_domain"] == ("bits_per_byte", "domain")
+    band, = rules({"type": "band", "criterion": "medium", "rate": 0.5, "score": "perplexity_pct_in_host"})
+    assert band.score == "perplexity_pct_in_host"
+    assert selection.parse_rule("percentile:10:60:score=nll_mean_pct_in_domain")["score"] == "nll_mean_pct_in_domain"
+    with pytest.raises(Exception, match="perplexity_pct_in_host"):
+        rules({"type": "band", "criterion": "low", "rate": 0.5, "score": "perplexity_pct_in_language"})
+    # A band over the normalised score takes about the same share of every host, however skewed its scale.
+    rng = np.random.default_rng(0)
+    hosts = np.repeat(np.array(["clean.org", "spam.net"], dtype=object), [300, 100])
+    ppl = np.where(hosts == "clean.org", rng.lognormal(2, 0.5, 400), rng.lognormal(6, 0.5, 400))
+    columns = {"perplexity": ppl, "host": hosts,
+               "perplexity_pct_in_host": selection.percentile_in_group(ppl, hosts)}
+    ids = np.array([f"{i:04d}" for i in range(400)], dtype=object)
+    raw = selection.apply_rules(ids, columns, rules({"type": "band", "criterion": "low", "rate": 0.5}))
+    assert raw["kept"][hosts == "spam.net"].sum() == 0  # the raw band drops the whole high-perplexity host
+    normalised = selection.apply_rules(ids, columns, rules({"type": "band", "criterion": "low", "rate": 0.5,
+                                                            "score": "perplexity_pct_in_host"}))
+    assert normalised["kept"][hosts == "clean.org"].sum() == 150 and normalised["kept"][hosts == "spam.net"].sum() == 50
+    np.testing.assert_array_equal(normalised["score"], columns["perplexity_pct_in_host"])

@@ -200,18 +200,23 @@ def test_group_report_counts_match_plain_loops():
     rng = np.random.default_rng(5)
     n = 2000
     groups = rng.choice(["a", "b", "c", None], n, p=[0.5, 0.3, 0.15, 0.05]).astype(object)
-    kept = rng.random(n) < 0.4
-    reason = np.where(kept, None, np.where(rng.random(n) < 0.2, "reference_split", "band:low@0.5:above")).astype(object)
+    eligible = rng.random(n) < 0.7
+    kept = eligible & (rng.random(n) < 0.5)
+    reason = np.where(kept, None, "band:low@0.5:above").astype(object)
     tokens = rng.integers(1, 500, n).astype(float)
     tokens[::97] = np.nan
-    rows = group_report(groups, {"kept": kept, "reason": reason}, tokens).to_pylist()
+    rows = group_report(groups, {"kept": kept, "reason": reason}, tokens, eligible).to_pylist()
     assert [r["group"] for r in rows] == ["a", "b", "c", "(none)", "TOTAL"]
     for r in rows:
         m = np.ones(n, bool) if r["group"] == "TOTAL" else \
             np.array([(g if g is not None else "(none)") == r["group"] for g in groups])
-        assert r["docs"] == m.sum() and r["kept"] == (m & kept).sum()
-        assert r["reference_split"] == sum(1 for i in np.flatnonzero(m) if reason[i] == "reference_split")
-        assert r["tokens"] == int(np.nansum(tokens[m])) and r["tokens_kept"] == int(np.nansum(tokens[m & kept]))
+        assert r["docs"] == m.sum() and r["eligible"] == (m & eligible).sum() and r["kept"] == (m & kept).sum()
+        eligible_tokens = sum(t for t, e in zip(tokens[m], eligible[m]) if e and t == t)
+        kept_tokens = sum(t for t, k in zip(tokens[m], kept[m]) if k and t == t)
+        assert r["eligible_tokens"] == eligible_tokens and r["tokens_kept"] == kept_tokens
+        # Documents and tokens on the same base: the eligible ones.
+        assert r["kept_pct_of_eligible"] == round(100 * r["kept"] / r["eligible"], 1)
+        assert r["tokens_kept_pct_of_eligible"] == round(100 * kept_tokens / eligible_tokens, 1)
 
 
 def test_by_says_how_many_groups_it_found_and_warns_when_one_holds_most():

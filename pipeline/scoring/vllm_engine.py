@@ -7,8 +7,7 @@ vLLM's offline `LLM` as a `TokensPrompt`, and ask for the log-probability of eac
 token's logprob; position 0 has none). The NLLs of the positions the window plan scores go to
 `core.score_row`, so windows, BOS handling, n_bytes and too_short rows are the torch engine's.
 
-vLLM is imported lazily, so this module imports without it. Facts the settings rest on (see
-shared/specs/scoring.md):
+vLLM is imported lazily, so this module imports without it. Facts the settings rest on:
 - requests with prompt logprobs do not read the prefix cache: `enable_prefix_caching=False`;
 - prompts longer than max_model_len are rejected, and the prompt plus the one generated token must
   fit: windows are at most `max_tokens` long and max_model_len is `max_tokens + 1`;

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.config import apply_overrides
 from pipeline.errors import UserError
@@ -68,6 +69,48 @@ def ccnet_perplexity(nll_sum: np.ndarray, n_words: np.ndarray, n_lines: np.ndarr
     -sum log10 p = nll_sum / ln 10 for an NLL in nats, and sum over lines of (words + 1) is
     words + lines, so this is exp(nll_sum / (n_words + n_lines))."""
     return np.exp(np.asarray(nll_sum, dtype=float) / (np.asarray(n_words) + np.asarray(n_lines)))
+
+
+def group_codes(groups) -> tuple[np.ndarray, np.ndarray]:
+    """(the sorted group names, each document's index into them), None named "(none)": np.unique's
+    (values, inverse), hashed by Arrow rather than sorted as Python objects (fast for a million hosts)."""
+    names = pa.array(["(none)" if g is None else str(g) for g in groups], pa.string()).dictionary_encode()
+    found = np.array(names.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(found)
+    rank = np.empty(len(found), dtype=np.int64)
+    rank[order] = np.arange(len(found))
+    return found[order], rank[names.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
+# -- scores normalised within a group ---------------------------------------------------------------
+# <column>_pct_in_<group>: a scorer column as its percentile within the document's host or domain.
+GROUP_PERCENTILES = {f"{column}_pct_in_{group}": (column, group)
+                     for column in ("perplexity", "bits_per_byte", "nll_mean") for group in ("host", "domain")}
+
+
+def percentile_in_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each value's percentile (0-100) within its group: 100 * (r - 0.5) / n, with r its rank (1 = the
+    lowest) among the n finite values of its group, tied values given their average rank.
+
+    So a group's values spread evenly over (0, 100) whatever its scale (a group of one sits at 50), and
+    a band over the result takes the same share of every group's range. Non-finite values (unscored
+    documents) are NaN and count in no group; a group of None is one group, as SQL's PARTITION BY
+    treats NULL (the `candidates` view computes the same with rank() and count(*) windows)."""
+    values = np.asarray(values, dtype=float)
+    out = np.full(len(values), np.nan)
+    scored = np.flatnonzero(np.isfinite(values))
+    if not len(scored):
+        return out
+    _, code = group_codes(np.asarray(groups, dtype=object)[scored])
+    size = np.bincount(code)
+    order = np.lexsort((values[scored], code))  # by group, then value
+    c, v = code[order], values[scored][order]
+    new_run = np.r_[True, (c[1:] != c[:-1]) | (v[1:] != v[:-1])]  # runs of tied values
+    starts, run = np.flatnonzero(new_run), np.cumsum(new_run) - 1
+    ties = np.diff(np.r_[starts, len(v)])[run]
+    first_rank = starts[run] - np.r_[0, np.cumsum(size)][c] + 1  # rank of the run's first value in its group
+    out[scored[order]] = 100 * (first_rank + (ties - 1) / 2 - 0.5) / size[c]
+    return out
 
 
 # -- BERTIN perplexity sampling ---------------------------------------------------------------------
@@ -223,8 +266,8 @@ def group_indexes(groups: np.ndarray | None, n: int, min_group_docs: int) -> lis
     groups under `min_group_docs` are pooled and use thresholds of all n documents."""
     if groups is None:
         return [(GLOBAL, np.arange(n))]
-    names = np.array(["(none)" if g is None else str(g) for g in groups], dtype=object)
-    uniq, inverse, sizes = np.unique(names, return_inverse=True, return_counts=True)
+    uniq, inverse = group_codes(groups)
+    sizes = np.bincount(inverse, minlength=len(uniq))
     order = np.argsort(inverse, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     out = [(str(uniq[g]), order[bounds[g]:bounds[g + 1]]) for g in range(len(uniq)) if sizes[g] >= min_group_docs]
@@ -243,7 +286,8 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
     `where_matches[i]` is the boolean match of rule i (a `where` rule, evaluated by the caller in
     SQL); `excluded` marks documents dropped up front as `reference_split`.
     Returns kept, reason (None when kept), score and group (of the last score rule that saw the
-    document), and the thresholds of every rule.
+    document), the thresholds of every rule, and `judged`: per score rule i, the positions of the
+    documents it judged (`rows`) and their threshold group (`group`).
     """
     n = len(doc_ids)
     kept = np.ones(n, dtype=bool)
@@ -253,7 +297,7 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
     if excluded is not None:
         kept &= ~excluded
         reason[excluded] = "reference_split"
-    thresholds = []
+    thresholds, judged = [], {}
     for i, rule in enumerate(rules):
         active = np.flatnonzero(kept)
         record = {"rule": i, "label": rule_label(rule), "type": rule.type, "candidates": int(len(active))}
@@ -271,6 +315,7 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
         groups = columns[rule.by][active] if rule.by else None
         record.update(score=rule.score, by=rule.by, no_score=int(len(unscored)), groups={})
         covered = np.zeros(len(active), dtype=bool)
+        judged[i] = {"rows": active, "group": np.full(len(active), None, dtype=object)}
         for name, positions in group_indexes(groups, len(active), rule.min_group_docs):
             keep, reasons, info = SCORE_RULES[rule.type].apply(rule, values[positions], doc_ids[active[positions]],
                                                                f"{seed}:{i}:{name}")
@@ -278,12 +323,14 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
                 mine = ~covered[positions]
                 positions, keep, reasons = positions[mine], keep[mine], reasons[mine]
             covered[positions] = True
+            judged[i]["group"][positions] = name
             rows = active[positions]
             score[rows], group[rows] = values[positions], name
             kept[rows[~keep]], reason[rows[~keep]] = False, reasons[~keep]
             record["groups"][name] = {"n": int(len(rows)), "kept": int(keep.sum()), **info}
         thresholds.append(record)
-    return {"kept": kept, "reason": reason, "score": score, "group": group, "thresholds": thresholds}
+    return {"kept": kept, "reason": reason, "score": score, "group": group, "thresholds": thresholds,
+            "judged": judged}
 
 
 def with_rules(config, rules: list[str], where: list[str]):

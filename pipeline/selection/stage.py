@@ -5,7 +5,18 @@ DuckDB reads `docs` joined with one scorer's scores (no text unless a rule needs
 reason it was dropped, is written next to `_selection.json` (rules, thresholds per group, counts,
 scorer, inputs). `where` rules are DuckDB predicates over the view `candidates` (every docs column
 plus the scorer's perplexity, bits_per_byte, nll_mean, nll_sum, n_tokens, surprise_fraction,
-score_error), and every other store view (scores, ratings, ...) can be used in subqueries.
+score_error, and `<column>_pct_in_host` / `_pct_in_domain` for perplexity, bits_per_byte and nll_mean),
+and every other store view (scores, ratings, ...) can be used in subqueries.
+
+A `_pct_in_` column is the document's percentile (0-100) among the scored documents of its host or
+domain (`rules.percentile_in_group`): every scored document counts, the reference split and the
+documents `where` rules drop included, so it is a property of the document, the same in the view and
+in a score rule's `score:`; an unscored document (no score row, an error, a non-finite score) has
+none (NULL / NaN) and counts in no group.
+
+A dry run also returns the what-if report (`report.what_if`: kept per group on the eligible base,
+the score distribution per group, and the documents at each band edge, their texts read for those
+documents only); `run_what_if` returns it as a plain dict.
 
 A selection is named by its config and inputs (`selection_id`); re-running an unchanged selection
 is a no-op, and a changed one must be overwritten explicitly.
@@ -20,8 +31,9 @@ import schemas
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.hashing import short_digest
-from pipeline.selection.report import group_notes, group_report, sweep_table, thresholds_table
-from pipeline.selection.rules import apply_rules, ccnet_perplexity
+from pipeline.selection.report import (ELIGIBLE, distribution_table, edges_table, eligible_mask, group_notes,
+                                       group_report, sweep_table, thresholds_table, what_if, with_texts)
+from pipeline.selection.rules import GROUP_PERCENTILES, apply_rules, ccnet_perplexity, percentile_in_group
 from pipeline.stage import Report, StageResult, StageRun, require
 from pipeline.store import Store, code_version, utc_now
 from schemas import sidecars
@@ -49,8 +61,9 @@ def store_scorers(store: Store) -> dict[str, dict]:
 
 
 def resolve_scorer(config: Config, store: Store, needed: bool) -> dict | None:
-    """The scorer whose scores the rules use: select.scorer (an id or a model name), else the score
-    stage's scorer, else the store's only scorer."""
+    """The scorer whose scores the rules use: select.scorer (an id or a model name), else the distill
+    stage's student (when `stages` has distill), else the score stage's scorer, else the store's only
+    scorer."""
     scorers = store_scorers(store)
     wanted = config.select.scorer
     listing = ", ".join(f"{sid} ({s.get('model_name', '?')})" for sid, s in scorers.items()) or "none"
@@ -60,6 +73,13 @@ def resolve_scorer(config: Config, store: Store, needed: bool) -> dict | None:
             raise UserError(f"select.scorer {wanted!r} {'is ambiguous' if matches else 'has no scores'} in "
                             f"{store.uri}; scorers: {listing}")
         return matches[0]
+    if "distill" in config.stages:   # a run that distils selects with its student
+        from pipeline.distill.stage import student_dir
+        from pipeline.scoring.identity import is_student_dir, student_identity
+        if is_student_dir(student_dir(config)):
+            sid = student_identity(student_dir(config)).scorer_id
+            if sid in scorers:
+                return scorers[sid]
     if config.score.model and not config.score.service_url:
         from pipeline.scoring.identity import local_identity
         try:
@@ -98,14 +118,32 @@ def open_candidates(store: Store, scorer: dict | None):
     if scorer:
         glob = store.spark_path("scores", f"scorer={scorer['scorer_id']}", "part-*.parquet").replace("'", "''")
         score_cols = ", ".join(f"s.{c}" for c in SCORER_COLUMNS)
-        con.execute(f"""CREATE VIEW candidates AS
+        # percentile_in_group in SQL: 100 * (average rank - 0.5) / n among the group's scored documents,
+        # the average rank of tied values being rank() (their first) + (ties - 1) / 2. DuckDB computes
+        # only the window columns a query uses.
+        pct = []
+        for name, (column, group) in GROUP_PERCENTILES.items():
+            ok = f"(score_error IS NULL AND isfinite({column}))"
+            pct.append(f"""CASE WHEN {ok} THEN 100 * (rank() OVER (PARTITION BY {group}, {ok} ORDER BY {column})
+                + (count(*) OVER (PARTITION BY {group}, {ok}, {column}) - 1) / 2 - 0.5)
+                / count(*) OVER (PARTITION BY {group}, {ok}) END AS {name}""")
+        con.execute(f"""CREATE VIEW candidates AS SELECT *, {', '.join(pct)} FROM (
             SELECT d.*, {score_cols}, s.n_bytes AS scored_bytes, s.error AS score_error
-            FROM docs d LEFT JOIN read_parquet('{glob}') s USING (doc_id)""")
+            FROM docs d LEFT JOIN read_parquet('{glob}') s USING (doc_id))""")
     else:
-        nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {c}" for c in SCORER_COLUMNS)
+        nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {c}" for c in (*SCORER_COLUMNS, *GROUP_PERCENTILES))
         con.execute(f"CREATE VIEW candidates AS SELECT d.*, {nulls}, CAST(NULL AS BIGINT) AS scored_bytes, "
                     "CAST(NULL AS VARCHAR) AS score_error FROM docs d")
     return con
+
+
+def example_texts(con, doc_ids: list[str], chars: int = 2000) -> dict[str, tuple]:
+    """doc_id -> (host, the first `chars` characters of the text) of these documents only."""
+    if not doc_ids:
+        return {}
+    rows = con.execute("SELECT doc_id, host, left(text, ?) FROM docs WHERE doc_id IN (SELECT unnest(?))",
+                       [chars, doc_ids]).fetchall()
+    return {d: (host, text) for d, host, text in rows}
 
 
 def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -168,29 +206,31 @@ def reference_split_mask(con, store: Store, scorer: dict | None) -> np.ndarray |
 
 # -- the stage --------------------------------------------------------------------------------------
 def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, report_by: str = "domain",
-               sweep: tuple[list[str], list[float]] | None = None) -> StageResult:
+               sweep: tuple[list[str], list[float]] | None = None, examples: int = 3) -> StageResult:
     """Apply config.select to the store; write selections/<name>/ unless `dry_run` (or `sweep`,
     which returns the sweep table as the report and writes nothing).
-    outputs: name, selection_id, scorer_id, thresholds, report (a table per report group) and
-    written (False for a dry run or a sweep)."""
+    outputs: name, selection_id, scorer_id, thresholds, report (a table per report group), report_by,
+    written (False for a dry run or a sweep) and, for a dry run, what_if (`report.what_if` with the
+    name, ids, counts and notes; `examples` documents each side of each band edge)."""
     cfg = config.select
     store = Store(config.store)
     require(store, "docs")
-    what_if = dry_run or sweep is not None
+    writes_nothing = dry_run or sweep is not None
     rules = cfg.rules
     score_rules = [r for r in rules if r.type != "where"]
     scorer = resolve_scorer(config, store, needed=bool(score_rules) or sweep is not None)
     scorer_id = scorer["scorer_id"] if scorer else None
     inputs = [store.spark_path("docs")] + ([store.spark_path("scores", f"scorer={scorer_id}")] if scorer_id else [])
-    run = StageRun(STAGE, config, inputs=inputs, record=not what_if)
+    run = StageRun(STAGE, config, inputs=inputs, record=not writes_nothing)
     sel_id = selection_id(config, store, scorer_id)
     rel = ("selections", cfg.name)
-    outputs = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "written": not what_if}
+    outputs = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "written": not writes_nothing,
+               "report_by": report_by}
     previous = store.read_json(*rel, MANIFEST) if store.exists(*rel, MANIFEST) else None
-    if previous and previous.get("selection_id") == sel_id and not what_if:
-        return run.skip(previous["counts"], **outputs, thresholds=previous["thresholds"],
-                        report=pa.Table.from_pylist(previous["report"]))
-    if previous and not (what_if or overwrite):
+    if previous and previous.get("selection_id") == sel_id and not writes_nothing:
+        return run.skip(previous["counts"], **{**outputs, "report_by": previous.get("report_by", report_by)},
+                        thresholds=previous["thresholds"], report=pa.Table.from_pylist(previous["report"]))
+    if previous and not (writes_nothing or overwrite):
         raise UserError(f"selection {cfg.name!r} exists with other rules or inputs "
                         f"(selection_id {previous.get('selection_id')} vs {sel_id}): pass --overwrite to "
                         f"replace it, or set select.name")
@@ -198,7 +238,8 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
     with run:
         with run.phase("read"):
             con = open_candidates(store, scorer)
-            by_columns = {r.by for r in score_rules if r.by} | {report_by}
+            normalised = {r.score for r in score_rules} & set(GROUP_PERCENTILES)
+            by_columns = {r.by for r in score_rules if r.by} | {report_by} | {GROUP_PERCENTILES[n][1] for n in normalised}
             if "domain" in by_columns:  # to say how many hosts one domain holds (group_notes)
                 by_columns.add("host")
             doc_ids, columns = read_candidates(con, by_columns,
@@ -206,6 +247,9 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
             if len(set(doc_ids)) != len(doc_ids):
                 raise UserError(f"scorer {scorer_id} has several score rows for some documents; re-score into "
                                 f"a clean scores/scorer={scorer_id}/")
+            for name in normalised:  # the same as the view's column, from the columns read
+                column, group = GROUP_PERCENTILES[name]
+                columns[name] = percentile_in_group(columns[column], columns[group])
             where = where_masks(con, rules)
             excluded = reference_split_mask(con, store, scorer) if cfg.exclude_reference_split else None
         if sweep is not None:
@@ -213,7 +257,8 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
             table = sweep_table(doc_ids, columns, rules, cfg.seed, where, excluded, criteria, rates, report_by)
             return run.finish({}, **outputs, thresholds=[], report=table, sweep=True)
         outcome = apply_rules(doc_ids, columns, rules, cfg.seed, where, excluded)
-        report = group_report(columns[report_by], outcome, columns["n_tokens"])
+        eligible = eligible_mask(len(doc_ids), columns, rules, where, excluded)
+        report = group_report(columns[report_by], outcome, columns["n_tokens"], eligible)
         tokens = np.nan_to_num(columns["n_tokens"])
         reasons: dict[str, int] = {}
         for r in outcome["reason"][~outcome["kept"]]:
@@ -224,6 +269,11 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
                   "tokens": int(tokens.sum()), "tokens_kept": int(tokens[outcome["kept"]].sum())}
         outputs.update(thresholds=outcome["thresholds"], report=report, group_notes=group_notes(columns, rules))
         if dry_run:
+            data = what_if(doc_ids, columns, rules, outcome, eligible, report_by, per_side=examples)
+            ids = sorted({x["doc_id"] for e in data["edges"] for x in e["inside"] + e["outside"]})
+            with_texts(data["edges"], example_texts(con, ids))
+            outputs["what_if"] = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id,
+                                  "counts": counts, "notes": outputs["group_notes"], **data}
             return run.finish(counts, **outputs)
 
         # Written aside and swapped in whole: the selection of this name stays intact until then.
@@ -262,8 +312,27 @@ def report(result: StageResult) -> Report:
     if out["written"]:
         notes.append(f"selection: selections/{out['name']}/  (SQL: SELECT reason, count(*) FROM selections "
                      f"WHERE selection = '{out['name']}' GROUP BY reason)")
-    return Report("", tables=[(f"selection {out['name']!r}{state}", out["report"]),
-                              ("rules and thresholds", thresholds_table(out["thresholds"]))], notes=notes)
+    tables = [(f"selection {out['name']!r}{state} per {out.get('report_by', 'group')}: kept documents and tokens "
+               f"as % of the {ELIGIBLE}", out["report"]),
+              ("rules and thresholds", thresholds_table(out["thresholds"]))]
+    data = out.get("what_if")
+    if data:
+        lo, hi = data["distribution"]["range"]
+        tables.append((f"{data['score']} of the eligible documents per {data['report_by']}: quantiles, and a "
+                       f"histogram of {len(data['distribution']['bin_edges']) - 1} bins over p1..p99 = "
+                       f"{lo:.4g}..{hi:.4g}", distribution_table(data["distribution"])))
+        if data["edges"]:
+            tables.append(("documents nearest each band edge, inside (kept side) and outside",
+                           edges_table(data["edges"])))
+        if data["edge_groups_left_out"]:
+            notes.append(f"edge examples: {data['edge_groups_left_out']:,} smaller threshold group(s) left out")
+    return Report("", tables=tables, notes=notes)
+
+
+def run_what_if(config: Config, report_by: str = "domain", examples: int = 3) -> dict:
+    """The what-if report of config.select as a plain dict (JSON-ready; nothing written): name, ids,
+    counts, notes, and `report.what_if`'s groups, distribution, thresholds and band-edge examples."""
+    return run_select(config, dry_run=True, report_by=report_by, examples=examples).outputs["what_if"]
 
 
 def summary_row(result: StageResult) -> dict:
