@@ -1,0 +1,100 @@
+"""The page-level selector (Thrush et al., 2025): pages of domains the projection gives weight are
+`include`, the rest `exclude`; a supervised fastText classifier on the page text (newlines replaced by
+spaces, word bigrams) learns the difference on 95% of the pages and is measured on the other 5%, then
+scores every page of the store with P(include). Selection keeps pages in descending score until a
+token budget or keep fraction is met.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.hashing import seeded_uniforms
+
+LABELS = ("__label__include", "__label__exclude")
+
+
+def clean(text: str) -> str:
+    """One line of text, as fastText reads a training example: newlines and tabs become spaces."""
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class SelectorSettings:
+    epochs: int = 5
+    lr: float = 0.1
+    word_ngrams: int = 2
+    dim: int = 64
+    min_count: int = 1
+    heldout_fraction: float = 0.05
+    seed: int = 0
+
+
+def heldout_mask(doc_ids: list[str], fraction: float, seed: int) -> np.ndarray:
+    """A seeded, order-independent held-out share of the pages."""
+    return seeded_uniforms(list(doc_ids), f"selector-heldout:{seed}") < fraction
+
+
+def train(doc_ids: list[str], texts: list[str], include: np.ndarray, settings: SelectorSettings = SelectorSettings()):
+    """Train on the pages outside the held-out share; returns (model, metrics on the held-out pages:
+    precision, recall and F1 of `include`, accuracy, counts)."""
+    import fasttext
+    fasttext.FastText.eprint = lambda *a, **k: None
+    include = np.asarray(include, dtype=bool)
+    if include.all() or not include.any():
+        raise ValueError("the selector needs pages of both labels: the projection gave every domain "
+                         f"{'weight' if include.all() else 'no weight'}")
+    held = heldout_mask(doc_ids, settings.heldout_fraction, settings.seed)
+    if held.all():
+        raise ValueError("every page is held out: lower heldout_fraction")
+    fd, path = tempfile.mkstemp(suffix=".txt", prefix="curate-selector-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for text, label in zip(np.asarray(texts, dtype=object)[~held], include[~held]):
+                f.write(f"{LABELS[0] if label else LABELS[1]} {clean(text)}\n")
+        model = fasttext.train_supervised(path, epoch=settings.epochs, lr=settings.lr, wordNgrams=settings.word_ngrams,
+                                          dim=settings.dim, minCount=settings.min_count, seed=settings.seed,
+                                          thread=1, verbose=0)
+    finally:
+        os.unlink(path)
+    metrics = {"train_pages": int((~held).sum()), "heldout_pages": int(held.sum())}
+    if held.any():
+        predicted = predict_include(model, [t for t, h in zip(texts, held) if h]) >= 0.5
+        metrics.update(binary_metrics(include[held], predicted))
+    return model, metrics
+
+
+def predict_include(model, texts: list[str]) -> np.ndarray:
+    """P(include) of each text."""
+    if not texts:
+        return np.array([], dtype=np.float64)
+    labels, probs = model.predict([clean(t) for t in texts], k=2)
+    return np.array([dict(zip(ls, ps)).get(LABELS[0], 0.0) for ls, ps in zip(labels, probs)], dtype=np.float64)
+
+
+def binary_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
+    truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
+    tp = int((truth & predicted).sum())
+    precision = tp / predicted.sum() if predicted.any() else float("nan")
+    recall = tp / truth.sum() if truth.any() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "accuracy": float((truth == predicted).mean())}
+
+
+def keep_by_score(scores: np.ndarray, tokens: np.ndarray, token_budget: int | None = None,
+                  keep_fraction: float | None = None) -> np.ndarray:
+    """Keep pages in descending score (ties by position) until `token_budget` tokens or `keep_fraction`
+    of the tokens are kept; the page that crosses the budget is kept."""
+    if (token_budget is None) == (keep_fraction is None):
+        raise ValueError("give exactly one of token_budget and keep_fraction")
+    tokens = np.nan_to_num(np.asarray(tokens, dtype=np.float64))
+    budget = token_budget if token_budget is not None else keep_fraction * tokens.sum()
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    before = np.concatenate([[0.0], np.cumsum(tokens[order])[:-1]])   # tokens kept before each page
+    keep = np.zeros(len(tokens), dtype=bool)
+    keep[order[before < budget]] = True
+    return keep
