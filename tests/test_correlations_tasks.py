@@ -77,3 +77,19 @@ def test_choice_log_likelihoods_match_scoring_each_sequence_alone(tmp_path):
             expected = sum(float(logp[p - 1, ids[p]]) for p in range(n_context, len(ids)))
             assert value == pytest.approx(expected, abs=1e-4)
     assert accuracy(items, got)["items"] == 2
+
+
+def test_a_leaderboard_of_two_models_feeds_the_benchmark_errors(tmp_path):
+    pytest.importorskip("torch")
+    from pipeline.correlations.benchmark import choice_logprobs, leaderboard
+    from pipeline.correlations.matrix import benchmark_errors
+    from tests.helpers import make_tiny_model_dir
+    a, b = make_tiny_model_dir(tmp_path / "a"), make_tiny_model_dir(tmp_path / "b")
+    items = [TaskItem("the data", (" model", " of the"), 1), TaskItem("a token", (" is", " byte window"), 0),
+             TaskItem("score", (" the", " corpus"), 1)]
+    table = leaderboard({"a": a, "b": b}, items, "cloze")
+    assert table.column("model").to_pylist() == ["a", "b"] and table.column("items").to_pylist() == [3, 3]
+    expected = accuracy(items, choice_logprobs(a, items))
+    assert table.column("accuracy")[0].as_py() == expected["acc"]
+    assert table.column("accuracy_norm")[0].as_py() == expected["acc_norm"]
+    assert benchmark_errors(table)["a"] == pytest.approx(1 - expected["acc"])

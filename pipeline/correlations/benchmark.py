@@ -47,3 +47,18 @@ def choice_logprobs(model_dir: str | Path, items: list[TaskItem], device: str = 
             if progress:
                 progress(n + 1, len(items))
     return out
+
+
+def leaderboard(models: dict[str, str | Path], items: list[TaskItem], benchmark: str, device: str = "cpu",
+                progress: Callable[[str, int, int], None] | None = None):
+    """A leaderboard-shaped table (model, benchmark, accuracy, accuracy_norm, items): each model (name ->
+    directory) on the task, `accuracy` being lm-evaluation-harness's acc and `accuracy_norm` its acc_norm."""
+    import pyarrow as pa
+    from pipeline.correlations.tasks import accuracy
+    rows = []
+    for name, model_dir in models.items():
+        report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
+        result = accuracy(items, choice_logprobs(model_dir, items, device=device, progress=report))
+        rows.append({"model": name, "benchmark": benchmark, "accuracy": result["acc"],
+                     "accuracy_norm": result["acc_norm"], "items": result["items"]})
+    return pa.Table.from_pylist(rows)
