@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.distill.model import STUDENT_FILE, read_card, student_identity
+from pipeline.distill.model import STUDENT_FILE, student_identity
 from pipeline.distill.student import Student, TeacherTokens
 from pipeline.scoring import core
 
@@ -21,8 +21,8 @@ from pipeline.scoring import core
 class StudentEngine:
     def __init__(self, model_dir: str | Path):
         self.model_dir = Path(model_dir)
-        self.target = read_card(model_dir)["target"]
         self.identity = student_identity(model_dir)
+        self.target = self.identity.distilled["target"]
         self.student = Student.from_bytes((self.model_dir / STUDENT_FILE).read_bytes())
         self.tokenizer = core.load_tokenizer(self.model_dir)
 

@@ -10,19 +10,12 @@ import shutil
 from pathlib import Path
 
 from schemas import sidecars
-from pipeline.errors import UserError
 from pipeline.hashing import file_sha256
 from pipeline.scoring.identity import MANIFEST as CARD, STUDENT_FILE, is_student_dir, student_identity
+from pipeline.scoring.identity import read_student_card as read_card
 
 __all__ = ["CARD", "STUDENT_FILE", "is_student_dir", "read_card", "student_identity", "write_student_dir"]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def read_card(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / CARD
-    if not path.is_file():
-        raise UserError(f"{model_dir}: a student directory without its {CARD}; run `curate distill` again")
-    return json.loads(path.read_text())
 
 
 def write_student_dir(out: Path, student_bytes: bytes, teacher_dir: Path, card: dict) -> Path:

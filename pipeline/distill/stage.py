@@ -79,9 +79,9 @@ def draw_sample(spark, config: Config) -> tuple[list[str], dict]:
         raise UserError(f"distill.group_by {d.group_by!r} is not a docs column; docs columns: {', '.join(docs.columns)}")
     if config.score.where:
         docs = docs.where(config.score.where)
-    table = pa.Table.from_pandas(docs.select("doc_id", d.group_by).toPandas(), preserve_index=False)
-    ids = np.array(table.column("doc_id").to_pylist(), dtype=object)
-    groups = np.array(table.column(d.group_by).to_pylist(), dtype=object)
+    frame = docs.select("doc_id", d.group_by).toPandas()
+    ids = frame["doc_id"].to_numpy(dtype=object)
+    groups = frame[d.group_by].to_numpy(dtype=object)
     n = len(ids)
     if n == 0:
         raise UserError("distill: no documents to sample" + (f" (score.where {config.score.where!r})"
@@ -165,6 +165,7 @@ def _rate(n: int, seconds: float | None) -> float | None:
 def fit_student(config: Config, t_dir: Path, t_identity, sample: list[str], sample_info: dict,
                 st_settings: "core.StudentSettings", key: dict, out: Path) -> dict:
     """Fit the student on the teacher's scores of the sample, measure its k-fold agreement, save it."""
+    from pipeline.distill.engine import teacher_tokens
     from pipeline.scoring import core as scoring
     cfg = config.distill
     _, texts, y = teacher_targets(config, t_identity.scorer_id, sample, cfg.target)
@@ -172,7 +173,6 @@ def fit_student(config: Config, t_dir: Path, t_identity, sample: list[str], samp
         raise UserError(f"distill: only {len(y)} sample documents have a teacher score; {2 * cfg.folds} at least "
                         f"are needed (raise distill.min_sample_docs or sample_fraction)")
     tokenizer = scoring.load_tokenizer(t_dir)
-    from pipeline.distill.engine import teacher_tokens
     tokens = [teacher_tokens(scoring.encode(tokenizer, scoring.truncate_text(t, t_identity)), st_settings.max_chars,
                              t_identity.max_tokens) for t in texts]
     started = time.time()

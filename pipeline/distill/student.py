@@ -173,6 +173,7 @@ class Student:
 
     def __init__(self, settings: StudentSettings, arrays: dict[str, np.ndarray], mean: float, std: float):
         self.settings, self.arrays, self.mean, self.std = settings, arrays, mean, std
+        self._ngram_coef = arrays["ngram_coef"].astype(np.float64)   # once, not on every predict call
 
     @classmethod
     def fit(cls, texts: list[str], tokens: list[TeacherTokens], targets: np.ndarray,
@@ -202,7 +203,7 @@ class Student:
         if not texts:
             return np.array([], dtype=np.float64)
         a = self.arrays
-        ngram = ngram_features(texts, self.settings) @ a["ngram_coef"].astype(np.float64) + float(a["ngram_intercept"])
+        ngram = ngram_features(texts, self.settings) @ self._ngram_coef + float(a["ngram_intercept"])
         dense = (text_feature_matrix(texts, tokens, self.settings) - a["center"]) / a["scale"]
         z = np.c_[dense, ngram] @ a["coef"] + float(a["intercept"])
         return self.mean + self.std * np.asarray(z, dtype=np.float64)

@@ -162,13 +162,18 @@ def is_student_dir(model_dir: str | Path) -> bool:
     return (Path(model_dir) / STUDENT_FILE).is_file()
 
 
-def student_identity(model_dir: str | Path) -> ScorerIdentity:
-    """The identity of scoring with the distilled student in `model_dir`, from its card alone: the
-    teacher's tokenizer and window, backend `student`, and what it was distilled from in `distilled`."""
+def read_student_card(model_dir: str | Path) -> dict:
+    """A student directory's curate_model.json (schemas.sidecars.STUDENT_MODEL)."""
     manifest = Path(model_dir) / MANIFEST
     if not manifest.is_file():
         raise UserError(f"{model_dir}: a student directory without its {MANIFEST}; run `curate distill` again")
-    card = json.loads(manifest.read_text())
+    return json.loads(manifest.read_text())
+
+
+def student_identity(model_dir: str | Path) -> ScorerIdentity:
+    """The identity of scoring with the distilled student in `model_dir`, from its card alone: the
+    teacher's tokenizer and window, backend `student`, and what it was distilled from in `distilled`."""
+    card = read_student_card(model_dir)
     teacher = card["teacher"]
     return ScorerIdentity(
         model_name=card["name"], weights_sha256=card["weights_sha256"], tokenizer=teacher["tokenizer"],
