@@ -20,6 +20,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol
 import pyarrow as pa
 
 from pipeline.config import Config, apply_overrides, load_config
+from pipeline.correlations import stage as correlate
 from pipeline.distill import stage as distill
 from pipeline.errors import UserError
 from pipeline.export import stage as export
@@ -69,6 +70,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           scoring.check_config, scoring.report, scoring.summary_row),
     Stage("distill", "distill", lambda c, p: distill.run_distill(c, _spark(c), progress=p),
           distill.check_config, distill.report, distill.summary_row),
+    Stage("correlate", "correlate", lambda c, p: correlate.run_correlate(c, _spark(c), progress=p),
+          correlate.check_config, correlate.report, correlate.summary_row),
     Stage("select", "select", lambda c, p: selection.run_select(c, overwrite=True),
           _no_check, selection.report, selection.summary_row),
     Stage("export", "export", lambda c, p: export.run_export(c, _spark(c), progress=p, overwrite=True),

@@ -27,6 +27,17 @@ PARQUET_VIEWS = {
     "ratings": ("ratings/*/part-*.parquet", ", hive_partitioning = true"),
     "selections": ("selections/*/part-*.parquet", ", filename = true"),  # + selection, from the folder
     "reference_splits": ("reference_splits/*/part-*.parquet", ", hive_partitioning = true"),
+    # `curate correlate`, every run (each table has its `run` column):
+    "correlations": ("correlations/*/estimates/part-*.parquet", ""),
+    "bpb_matrix": ("correlations/*/matrix/part-*.parquet", ""),
+    "benchmarks": ("correlations/*/benchmarks/part-*.parquet", ""),
+    "page_scores": ("correlations/*/page_scores/part-*.parquet", ""),
+}
+# views derived from others, created when the view they read is: name -> (that view, query)
+DERIVED_VIEWS = {
+    # the domains each correlate run samples from, by their projected weight
+    "domain_weights": ("correlations", "SELECT run, domain, weight, token_share, tau, projection, rank, estimate "
+                                       "FROM correlations WHERE weight > 0 ORDER BY run, weight DESC, domain"),
 }
 
 
@@ -46,6 +57,10 @@ def connect(store: Store) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
             if name == "selections":
                 columns = r"* EXCLUDE (filename), regexp_extract(filename, '([^/\\]+)[/\\]part-[^/\\]*$', 1) AS selection"
             con.execute(f"CREATE VIEW {name} AS SELECT {columns} FROM read_parquet('{glob}'{options})")
+            views.append(name)
+    for name, (source, sql) in DERIVED_VIEWS.items():
+        if source in views:
+            con.execute(f"CREATE VIEW {name} AS {sql}")
             views.append(name)
     if any(root.glob("_runs/*/*.json")):
         glob = str(root / "_runs/*/*.json").replace("'", "''")

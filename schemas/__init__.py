@@ -120,8 +120,59 @@ EXPORT_DOCUMENTS = _versioned("export_documents", 1, [
     pa.field("n_bytes", pa.int64(), nullable=False),        # UTF-8 bytes of text
 ])
 
+# A `curate correlate` run (correlations/<run>/...): the bits-per-byte matrix, the models' benchmark
+# results, one row per domain with the estimates and the projected weight, and the page selector's
+# score of every document. The run's settings, metrics and what was left out are in _correlations.json.
+BPB_MATRIX = _versioned("bpb_matrix", 1, [
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("domain", pa.string(), nullable=False),
+    pa.field("bits_per_byte", pa.float64(), nullable=False),  # summed NLL / (ln 2 * summed bytes) over its pages
+    pa.field("pages", pa.int64(), nullable=False),
+    pa.field("tokens", pa.int64(), nullable=False),         # predicted tokens under this model
+])
+BENCHMARK_RESULTS = _versioned("benchmark_results", 1, [
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("benchmark", pa.string(), nullable=False),
+    pa.field("accuracy", pa.float64()),                     # lm-evaluation-harness acc (null if only an error was given)
+    pa.field("accuracy_norm", pa.float64()),                # acc_norm: per UTF-8 byte of the choice
+    pa.field("error", pa.float64()),                        # 1 - accuracy
+    pa.field("bits_per_byte", pa.float64()),                # of the gold choices given their contexts
+    pa.field("items", pa.int64()),
+    pa.field("used", pa.bool_(), nullable=False),           # the model has scores too (it is in the estimate)
+])
+CORRELATION_ESTIMATES = _versioned("correlation_estimates", 1, [
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("domain", pa.string(), nullable=False),
+    pa.field("estimate", pa.float64(), nullable=False),     # of the run's method; larger = lower loss goes with lower error
+    pa.field("rank", pa.int64(), nullable=False),           # 1 = the largest estimate
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("sign_cdf", pa.float64(), nullable=False),     # every estimator, for comparison
+    pa.field("sign", pa.float64(), nullable=False),
+    pa.field("sign_sign", pa.float64(), nullable=False),
+    pa.field("product", pa.float64(), nullable=False),
+    pa.field("spearmanr", pa.float64(), nullable=False),
+    pa.field("pages", pa.int64(), nullable=False),          # sampled pages in the matrix
+    pa.field("store_pages", pa.int64(), nullable=False),    # pages of the domain in the store
+    pa.field("store_bytes", pa.int64(), nullable=False),
+    pa.field("token_share", pa.float64(), nullable=False),  # share of the store's tokens: its bytes x the sample's tokens per byte
+    pa.field("tau", pa.float64(), nullable=False),          # cap: token_share / keep_fraction
+    pa.field("weight", pa.float64(), nullable=False),       # projected sampling weight (sums to 1)
+    pa.field("projection", pa.string(), nullable=False),    # linear | l2
+])
+PAGE_SCORES = _versioned("page_scores", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("run", pa.string(), nullable=False),
+    pa.field("p_include", pa.float64(), nullable=False),    # the fastText selector's P(include)
+    pa.field("domain", pa.string()),                        # the page's group_by value
+    pa.field("label", pa.string()),                         # include | exclude by its domain's weight; null if not in the matrix
+])
+
 TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD,
-          "scores": SCORES, "selection": SELECTION, "export_documents": EXPORT_DOCUMENTS}
+          "scores": SCORES, "selection": SELECTION, "export_documents": EXPORT_DOCUMENTS, "bpb_matrix": BPB_MATRIX,
+          "benchmark_results": BENCHMARK_RESULTS, "correlation_estimates": CORRELATION_ESTIMATES,
+          "page_scores": PAGE_SCORES}
 
 
 class SchemaError(ValueError):

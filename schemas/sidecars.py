@@ -132,6 +132,17 @@ MIXTURE = Sidecar("mixture", "mixtures/*.json", 1, {
     "weights": "group -> weight (normalised to token shares)",
 }, optional={"group_by": "the docs column of the groups (default: export.group_by)"})
 
+CORRELATIONS = Sidecar("correlations", "correlations/*/_correlations.json", 1, {
+    "name": "the run's name", "config": "the correlate config", "models": "[{name, path, scorer_id, source}]",
+    "sample": "{group_by, pages_per_domain, min_domain_pages, seed, pages, domains, left_out: {domain: pages}}",
+    "benchmark": "{source: leaderboard file or task, benchmarks, task_sha256, target_docs, items}",
+    "missing": "{without_benchmark: [...], without_scores: [...]}: models left out",
+    "dropped_pages": "sampled pages some model could not score (left out for all)",
+    "selector": "the page selector's settings and held-out metrics (precision, recall, f1, accuracy)",
+    "counts": "pages scored now, page scores written, ...", "timings": "seconds per phase",
+    "code_version": "the pipeline version", "created_at": "ISO 8601, UTC",
+})
+
 TRAINED_MODEL = Sidecar("trained_model", "<model dir>/curate_model.json", 1, {
     "name": "the model's name (the scorer identity's model_name)",
     "kind": "trained_reference",
@@ -162,7 +173,7 @@ CONVERTED_MODEL = Sidecar("converted_model", "<model dir>/curate_model.json", 1,
 
 # Every sidecar in the store, for `sidecar_for`; model cards are found by their `kind`.
 STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
-                  EXPORT_MANIFEST, MIXTURE)
+                  EXPORT_MANIFEST, MIXTURE, CORRELATIONS)
 STUDENT_MODEL = Sidecar("student_model", "<model dir>/curate_model.json", 1, {
     "name": "the student's name (the scorer identity's model_name)", "kind": "distilled_student",
     "teacher": "the teacher scorer's identity (_scorer.json)", "target": "the teacher's column it predicts",

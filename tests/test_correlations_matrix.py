@@ -45,7 +45,9 @@ def test_the_matrix_is_token_weighted_and_drops_pages_a_model_missed():
     np.testing.assert_allclose(m.bpb, [[400 / (ln2 * 1010), 70 / (ln2 * 100)], [290 / (ln2 * 1010), 50 / (ln2 * 100)]])
     # not the mean of page BPBs, which the short page would dominate
     assert m.bpb[0, 0] != pytest.approx(np.mean([100 / (ln2 * 10), 300 / (ln2 * 1000)]))
-    assert m.tokens.tolist() == [255, 30] and m.pages.tolist() == [2, 1]
+    assert m.tokens.tolist() == [[255, 30], [255, 30]] and m.pages.tolist() == [2, 1]
+    assert m.n_bytes.tolist() == [[1010, 100], [1010, 100]]
+    np.testing.assert_allclose(m.tokens_per_byte, [255 / 1010, 30 / 100])
 
 
 def test_benchmark_errors_average_the_chosen_benchmarks_and_align_reports_what_is_missing():
@@ -69,3 +71,9 @@ def test_benchmark_errors_average_the_chosen_benchmarks_and_align_reports_what_i
         benchmark_errors(pa.table({"model": ["a"], "score": [1.0]}))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         benchmark_errors(pa.table({"model": ["a"], "benchmark": ["b"], "error": [1.5]}))
+    board = pa.table({"model": ["a", "a", "b"], "benchmark": ["x", "y", "x"], "accuracy_norm": [0.5, 0.7, 0.9],
+                      "bits_per_byte": [1.5, 2.5, 1.0]})
+    assert benchmark_errors(board, metric="error_norm") == {"a": pytest.approx(0.4)}      # b lacks y
+    assert benchmark_errors(board, ["x"], metric="bits_per_byte") == {"a": 1.5, "b": 1.0}  # not capped at 1
+    with pytest.raises(ValueError, match="needs columns model, benchmark and bits_per_byte"):
+        benchmark_errors(pa.table({"model": ["a"], "benchmark": ["b"], "accuracy": [0.5]}), metric="bits_per_byte")

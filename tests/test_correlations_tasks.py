@@ -1,5 +1,6 @@
 """Multiple-choice scoring by hand, the task file's format, and the cloze task built from passages."""
 import json
+import math
 
 import pytest
 
@@ -11,7 +12,9 @@ def test_accuracy_and_length_normalised_accuracy_by_hand():
     # item 1: sums -3 vs -4 -> acc picks 0 (wrong); per byte -3/4 vs -4/12 -> acc_norm picks 1 (right)
     # item 2: -1 vs -1 -> a tie goes to the first choice (right); per byte -1/2 vs -1/3 -> 1 (wrong)
     result = accuracy(items, [[-3.0, -4.0], [-1.0, -1.0]])
-    assert result == {"acc": 0.5, "acc_norm": 0.5, "error": 0.5, "error_norm": 0.5, "items": 2}
+    # gold NLL: 4 nats over " jumped over" (12 bytes) + 1 nat over " b" (2 bytes)
+    assert result == {"acc": 0.5, "acc_norm": 0.5, "error": 0.5, "error_norm": 0.5, "items": 2,
+                      "bits_per_byte": pytest.approx(5 / (math.log(2) * 14))}
     assert accuracy(items[:1], [[-5.0, -4.0]])["acc"] == 1.0
     with pytest.raises(ValueError, match="2 choices but 3 scores"):
         accuracy(items[:1], [[-1.0, -2.0, -3.0]])

@@ -82,3 +82,59 @@ def test_parquet_and_bad_formats(quarantine_store, tmp_path):
     assert pq.read_table(tmp_path / "out.parquet").column("source_offset").type == pa.int64()
     with pytest.raises(UserError, match="unknown format"):
         write_result(table, "xml", None)
+
+
+def _estimates(run: str, weights: dict[str, float]) -> pa.Table:
+    """A correlate run's estimates table: one row per domain, ranked by estimate (= its weight here)."""
+    order = sorted(weights, key=lambda d: -weights[d])
+    return pa.Table.from_pylist([{
+        "run": run, "domain": d, "estimate": weights[d] - 0.1, "rank": order.index(d) + 1, "method": "sign_cdf",
+        "sign_cdf": 0.0, "sign": 0.0, "sign_sign": 0.0, "product": 0.0, "spearmanr": 0.0, "pages": 10,
+        "store_pages": 20, "store_bytes": 2000, "token_share": 1 / len(weights), "tau": 2 / len(weights),
+        "weight": w, "projection": "linear"} for d, w in weights.items()], schema=schemas.CORRELATION_ESTIMATES)
+
+
+def test_correlate_tables_are_views_across_runs(tmp_path):
+    store = Store(tmp_path / "store")
+    runs = {"alpha": {"a.org": 0.6, "b.org": 0.0, "c.org": 0.4}, "beta": {"a.org": 0.0, "b.org": 1.0, "c.org": 0.0}}
+    for run, weights in runs.items():
+        store.write_table(_estimates(run, weights), schemas.CORRELATION_ESTIMATES, "correlations", run, "estimates",
+                          "part-00000.parquet")
+        store.write_table(pa.table({"run": [run] * 2, "model": ["m1", "m2"], "domain": ["a.org"] * 2,
+                                    "bits_per_byte": [1.0, 0.9], "pages": [3, 3], "tokens": [30, 30]}),
+                          schemas.BPB_MATRIX, "correlations", run, "matrix", "part-00000.parquet")
+        store.write_table(pa.table({"run": [run] * 2, "model": ["m1", "m2"], "benchmark": ["arc"] * 2,
+                                    "accuracy": [0.3, None], "accuracy_norm": [0.31, None], "error": [0.7, 0.6], "bits_per_byte": [1.2, None],
+                                    "items": [100, None], "used": [True, False]}),
+                          schemas.BENCHMARK_RESULTS, "correlations", run, "benchmarks", "part-00000.parquet")
+    # page scores in two parts for one run only
+    for part, ids in enumerate((["d1", "d2"], ["d3"])):
+        store.write_table(pa.table({"doc_id": ids, "run": ["alpha"] * len(ids), "p_include": [0.9, 0.1][:len(ids)],
+                                    "domain": ["a.org"] * len(ids), "label": ["include"] * len(ids)}),
+                          schemas.PAGE_SCORES, "correlations", "alpha", "page_scores", f"part-{part:05d}.parquet")
+    (tmp_path / "store" / "correlations" / "alpha" / "page_scores" / ".tmp-x-part-00009.parquet").write_bytes(b"junk")
+
+    con, views = connect(store)
+    assert {"correlations", "bpb_matrix", "benchmarks", "page_scores", "domain_weights"} <= set(views)
+    assert con.execute("SELECT run, count(*) FROM correlations GROUP BY run ORDER BY run").fetchall() == \
+        [("alpha", 3), ("beta", 3)]
+    assert con.execute("SELECT count(*), count(DISTINCT run) FROM bpb_matrix").fetchone() == (4, 2)
+    assert con.execute("SELECT count(*) FROM benchmarks WHERE used").fetchone() == (2,)
+    assert con.execute("SELECT run, count(*) FROM page_scores GROUP BY run").fetchall() == [("alpha", 3)]  # no .tmp-
+    # domain_weights: the domains each run samples from (weight > 0), heaviest first
+    rows = query(con, "SELECT * FROM domain_weights").to_pylist()
+    assert [(r["run"], r["domain"], r["weight"]) for r in rows] == [
+        ("alpha", "a.org", 0.6), ("alpha", "c.org", 0.4), ("beta", "b.org", 1.0)]
+    assert list(rows[0]) == ["run", "domain", "weight", "token_share", "tau", "projection", "rank", "estimate"]
+    assert rows[0]["rank"] == 1 and rows[0]["estimate"] == pytest.approx(0.5)
+
+
+def test_correlate_views_only_when_their_files_exist(quarantine_store):
+    _, views = connect(quarantine_store)
+    assert not {"correlations", "bpb_matrix", "benchmarks", "page_scores", "domain_weights"} & set(views)
+    quarantine_store.write_table(_estimates("solo", {"a.org": 1.0}), schemas.CORRELATION_ESTIMATES, "correlations",
+                                 "solo", "estimates", "part-00000.parquet")
+    con, views = connect(quarantine_store)
+    assert {"correlations", "domain_weights"} <= set(views)
+    assert not {"bpb_matrix", "benchmarks", "page_scores"} & set(views)
+    assert con.execute("SELECT run, domain FROM domain_weights").fetchall() == [("solo", "a.org")]

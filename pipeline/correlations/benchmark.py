@@ -49,16 +49,22 @@ def choice_logprobs(model_dir: str | Path, items: list[TaskItem], device: str = 
     return out
 
 
+def leaderboard_row(model: str, benchmark: str, result: dict) -> dict:
+    """A leaderboard row from `tasks.accuracy`'s result."""
+    return {"model": model, "benchmark": benchmark, "accuracy": result["acc"], "accuracy_norm": result["acc_norm"],
+            "error": result["error"], "bits_per_byte": result["bits_per_byte"], "items": result["items"]}
+
+
 def leaderboard(models: dict[str, str | Path], items: list[TaskItem], benchmark: str, device: str = "cpu",
                 progress: Callable[[str, int, int], None] | None = None):
-    """A leaderboard-shaped table (model, benchmark, accuracy, accuracy_norm, items): each model (name ->
-    directory) on the task, `accuracy` being lm-evaluation-harness's acc and `accuracy_norm` its acc_norm."""
+    """A leaderboard-shaped table (model, benchmark, accuracy, accuracy_norm, error, bits_per_byte, items):
+    each model (name -> directory) on the task, `accuracy` being lm-evaluation-harness's acc and
+    `accuracy_norm` its acc_norm."""
     import pyarrow as pa
     from pipeline.correlations.tasks import accuracy
     rows = []
     for name, model_dir in models.items():
         report = (lambda done, total, name=name: progress(name, done, total)) if progress else None
-        result = accuracy(items, choice_logprobs(model_dir, items, device=device, progress=report))
-        rows.append({"model": name, "benchmark": benchmark, "accuracy": result["acc"],
-                     "accuracy_norm": result["acc_norm"], "items": result["items"]})
+        rows.append(leaderboard_row(name, benchmark, accuracy(items, choice_logprobs(model_dir, items, device=device,
+                                                                                      progress=report))))
     return pa.Table.from_pylist(rows)

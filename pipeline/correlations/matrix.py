@@ -39,9 +39,15 @@ class BpbMatrix:
     models: list[str]
     domains: list[str]
     bpb: np.ndarray           # len(models) x len(domains)
-    tokens: np.ndarray        # tokens per domain (of the first model: the pages are the same for all)
+    tokens: np.ndarray        # len(models) x len(domains): predicted tokens (each model's tokenizer)
+    n_bytes: np.ndarray       # len(models) x len(domains): the bytes those tokens cover
     pages: np.ndarray         # pages per domain kept in the matrix
     dropped_pages: int        # pages left out because some model has no score for them
+
+    @property
+    def tokens_per_byte(self) -> np.ndarray:
+        """Per domain, tokens per byte pooled over the models' tokenizers."""
+        return self.tokens.sum(axis=0) / np.maximum(self.n_bytes.sum(axis=0), 1)
 
 
 def bpb_matrix(rows: pa.Table) -> BpbMatrix:
@@ -56,32 +62,45 @@ def bpb_matrix(rows: pa.Table) -> BpbMatrix:
     kept = scored[scored["doc_id"].isin(complete)]
     if kept.empty:
         raise ValueError("no page has a score under every model")
-    sums = kept.groupby(["model", "domain"])[["nll_sum", "n_bytes"]].sum()
+    sums = kept.groupby(["model", "domain"])[["nll_sum", "n_bytes", "n_predicted"]].sum()
     domains = sorted(kept["domain"].unique())
-    bpb = np.full((len(models), len(domains)), np.nan)
-    for (model, domain), (nll, n_bytes) in sums.iterrows():
-        bpb[models.index(model), domains.index(domain)] = nll / (math.log(2) * n_bytes)
-    first = kept[kept["model"] == models[0]].groupby("domain")
-    return BpbMatrix(models, domains, bpb, first["n_predicted"].sum().reindex(domains).to_numpy(),
-                     first["doc_id"].nunique().reindex(domains).to_numpy(), len(all_docs - complete))
+    shape = (len(models), len(domains))
+    bpb, tokens, n_bytes = np.full(shape, np.nan), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    for (model, domain), (nll, nb, npred) in sums.iterrows():
+        i, j = models.index(model), domains.index(domain)
+        bpb[i, j], tokens[i, j], n_bytes[i, j] = nll / (math.log(2) * nb), npred, nb
+    pages = kept.groupby("domain")["doc_id"].nunique().reindex(domains).to_numpy()
+    return BpbMatrix(models, domains, bpb, tokens, n_bytes, pages, len(all_docs - complete))
 
 
-def benchmark_errors(table: pa.Table, benchmarks: list[str] | None = None) -> dict[str, float]:
-    """model -> error averaged over the benchmarks, from a leaderboard-shaped table with columns model,
-    benchmark and accuracy or error (1 - accuracy). Every chosen benchmark must be there for a model."""
+METRICS = {"error": "1 - accuracy", "error_norm": "1 - accuracy_norm",
+           "bits_per_byte": "bits per byte of the gold choices given their contexts"}
+
+
+def benchmark_errors(table: pa.Table, benchmarks: list[str] | None = None, metric: str = "error") -> dict[str, float]:
+    """model -> the metric (lower is better) averaged over the benchmarks, from a leaderboard-shaped table
+    with columns model, benchmark and accuracy or error (1 - accuracy); error_norm reads accuracy_norm
+    and bits_per_byte its own column. Every chosen benchmark must be there for a model."""
     cols = set(table.column_names)
-    if not {"model", "benchmark"} <= cols or not cols & {"accuracy", "error"}:
-        raise ValueError(f"a benchmark table needs columns model, benchmark and accuracy or error; it has "
-                         f"{', '.join(sorted(cols))}")
+    needs = {"error": {"accuracy", "error"}, "error_norm": {"accuracy_norm"}, "bits_per_byte": {"bits_per_byte"}}
+    if metric not in needs:
+        raise ValueError(f"unknown benchmark metric {metric!r}; use one of {', '.join(METRICS)}")
+    if not {"model", "benchmark"} <= cols or not cols & needs[metric]:
+        raise ValueError(f"a benchmark table for metric {metric} needs columns model, benchmark and "
+                         f"{' or '.join(sorted(needs[metric]))}; it has {', '.join(sorted(cols))}")
     df = table.to_pandas()
-    df["error"] = df["error"] if "error" in cols else 1 - df["accuracy"]
-    if df["error"].isna().any() or ((df["error"] < 0) | (df["error"] > 1)).any():
-        raise ValueError("benchmark errors (1 - accuracy) must be in [0, 1]")
+    if metric == "error":
+        df["y"] = df["error"] if "error" in cols else 1 - df["accuracy"]
+    else:
+        df["y"] = 1 - df["accuracy_norm"] if metric == "error_norm" else df["bits_per_byte"]
+    if df["y"].isna().any() or (df["y"] < 0).any() or (metric != "bits_per_byte" and (df["y"] > 1).any()):
+        raise ValueError(f"benchmark {metric} ({METRICS[metric]}) must be "
+                         f"{'non-negative' if metric == 'bits_per_byte' else 'in [0, 1]'} with no gaps")
     wanted = benchmarks or sorted(df["benchmark"].unique())
     df = df[df["benchmark"].isin(wanted)]
     per_model = df.groupby("model")
     complete = per_model["benchmark"].nunique() == len(wanted)
-    return {m: float(e) for m, e in per_model["error"].mean()[complete].items()}
+    return {m: float(e) for m, e in per_model["y"].mean()[complete].items()}
 
 
 def align(matrix: BpbMatrix, errors: dict[str, float], min_models: int) -> tuple[np.ndarray, np.ndarray, list[str], dict]:

@@ -27,7 +27,8 @@ class SelectorSettings:
     epochs: int = 5
     lr: float = 0.1
     word_ngrams: int = 2
-    dim: int = 64
+    dim: int = 32
+    bucket: int = 200_000     # hashed word-bigram rows; fastText's 2M default makes a 0.5 GB model at dim 64
     min_count: int = 1
     heldout_fraction: float = 0.05
     seed: int = 0
@@ -56,7 +57,7 @@ def train(doc_ids: list[str], texts: list[str], include: np.ndarray, settings: S
             for text, label in zip(np.asarray(texts, dtype=object)[~held], include[~held]):
                 f.write(f"{LABELS[0] if label else LABELS[1]} {clean(text)}\n")
         model = fasttext.train_supervised(path, epoch=settings.epochs, lr=settings.lr, wordNgrams=settings.word_ngrams,
-                                          dim=settings.dim, minCount=settings.min_count, seed=settings.seed,
+                                          dim=settings.dim, bucket=settings.bucket, minCount=settings.min_count, seed=settings.seed,
                                           thread=1, verbose=0)
     finally:
         os.unlink(path)

@@ -13,6 +13,7 @@ the gold choice, and sentences of about its length taken from other passages are
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -100,16 +101,21 @@ def cloze_task(passages: list[str], n_items: int, n_choices: int = 4, seed: int 
 
 def accuracy(items: list[TaskItem], choice_logprobs: list[list[float]]) -> dict[str, float]:
     """acc and acc_norm (and their errors) from each choice's summed log-probability given its context;
-    ties go to the first choice, as numpy's argmax does."""
+    ties go to the first choice, as numpy's argmax does. bits_per_byte is the gold choices' NLL over
+    their UTF-8 bytes (as lm-evaluation-harness reports for perplexity tasks): a model's fit to the
+    task's text that does not need it to beat the distractors."""
     if len(items) != len(choice_logprobs):
         raise ValueError(f"{len(items)} items but {len(choice_logprobs)} score lists")
-    hits, hits_norm = 0, 0
+    hits, hits_norm, gold_nll, gold_bytes = 0, 0, 0.0, 0
     for item, scores in zip(items, choice_logprobs):
         scores = np.asarray(scores, dtype=np.float64)
         if len(scores) != len(item.choices):
             raise ValueError(f"an item has {len(item.choices)} choices but {len(scores)} scores")
-        per_byte = scores / np.array([max(len(c.encode("utf-8")), 1) for c in item.choices])
+        n_bytes = np.array([max(len(c.encode("utf-8")), 1) for c in item.choices])
         hits += int(np.argmax(scores) == item.gold)
-        hits_norm += int(np.argmax(per_byte) == item.gold)
+        hits_norm += int(np.argmax(scores / n_bytes) == item.gold)
+        gold_nll -= scores[item.gold]
+        gold_bytes += int(n_bytes[item.gold])
     acc, acc_norm = hits / len(items), hits_norm / len(items)
-    return {"acc": acc, "acc_norm": acc_norm, "error": 1 - acc, "error_norm": 1 - acc_norm, "items": len(items)}
+    return {"acc": acc, "acc_norm": acc_norm, "error": 1 - acc, "error_norm": 1 - acc_norm,
+            "bits_per_byte": gold_nll / (math.log(2) * gold_bytes), "items": len(items)}

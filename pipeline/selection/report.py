@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipeline.config import BandRule
 from pipeline.errors import UserError
-from pipeline.selection.rules import apply_rules, group_codes
+from pipeline.selection.rules import apply_rules, group_codes, score_column
 
 
 def group_notes(columns: dict[str, np.ndarray], rules: list, dominant: float = 0.8) -> list[str]:
@@ -57,7 +57,7 @@ def eligible_mask(n: int, columns: dict[str, np.ndarray], rules: list, where: di
     split, and matching every `where` rule. Every kept document is eligible."""
     ok = np.ones(n, dtype=bool) if excluded is None else ~excluded
     for i, rule in enumerate(rules):
-        ok &= where[i] if rule.type == "where" else np.isfinite(columns[rule.score])
+        ok &= where[i] if rule.type == "where" else np.isfinite(columns[score_column(rule)])
     return ok
 
 
@@ -114,7 +114,8 @@ def sparkline(counts: list[int]) -> str:
 def rule_edges(rule, info: dict) -> list[tuple[str, float, bool]]:
     """(name, threshold, whether the kept side is above it) of each edge where one side of a threshold
     is kept and the other is not: a band or percentile range's finite lower and upper ends, and the
-    CCNet cuts between a kept and a dropped bucket. BERTIN draws have no edge."""
+    CCNet cuts between a kept and a dropped bucket. BERTIN draws and correlation rules' score order (the
+    cut falls where a token budget runs out, not at a threshold) have no edge."""
     if rule.type in ("band", "percentile"):
         return [(name, info[name], above) for name, above in (("lower", True), ("upper", False))
                 if info.get(name) is not None]
@@ -141,16 +142,16 @@ def edge_examples(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: li
         left_out += max(0, len(groups) - max_groups)
         for name, info in groups[:max_groups]:
             rows = judged["rows"][judged["group"] == name]
-            values = columns[rule.score][rows]
+            values = columns[score_column(rule)][rows]
             for edge, threshold, kept_above in rule_edges(rule, info):
                 above, below = values > threshold, values <= threshold
                 nearest_above = rows[above][np.lexsort((rows[above], values[above]))][:per_side]
                 nearest_below = rows[below][np.lexsort((-rows[below], values[below]))[::-1]][:per_side]
                 inside, outside = (nearest_above, nearest_below) if kept_above else (nearest_below, nearest_above)
-                edges.append({"rule": record["rule"], "label": record["label"], "score": rule.score,
+                edges.append({"rule": record["rule"], "label": record["label"], "score": score_column(rule),
                               "group": name, "edge": edge, "threshold": threshold,
                               "kept_side": "above" if kept_above else "below",
-                              **{side: [{"doc_id": str(doc_ids[r]), "score": float(columns[rule.score][r])}
+                              **{side: [{"doc_id": str(doc_ids[r]), "score": float(columns[score_column(rule)][r])}
                                         for r in picked] for side, picked in (("inside", inside),
                                                                               ("outside", outside))}})
     return edges, left_out
@@ -176,7 +177,7 @@ def what_if(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list, ou
     """The what-if report of a dry run as plain JSON-ready data: kept documents and tokens per
     `report_by` group on the eligible base, the distribution of the first score rule's score (else
     perplexity), and the documents at each band edge (texts filled in later with `with_texts`)."""
-    score = next((r.score for r in rules if r.type != "where"), "perplexity")
+    score = next((score_column(r) for r in rules if r.type != "where"), "perplexity")
     values = columns.get(score, np.full(len(doc_ids), np.nan))
     edges, left_out = edge_examples(doc_ids, columns, rules, outcome, per_side)
     return {"report_by": report_by, "base": ELIGIBLE, "score": score,
@@ -313,6 +314,7 @@ def thresholds_table(thresholds: list[dict]) -> pa.Table:
         for group, g in t["groups"].items():
             values = {k: v for k, v in g.items() if k not in ("n", "kept")}
             shown = ", ".join(f"{k} {'-' if v is None else f'{v:.4g}'}" for k, v in values.items())
-            rows.append({"rule": f"{t['rule']}: {t['label']} on {t['score']}", "group": group, "docs": g["n"],
+            counted = f" (tokens: {t['tokens']})" if t.get("tokens") else ""  # a correlation rule's token counts
+            rows.append({"rule": f"{t['rule']}: {t['label']} on {t['score']}{counted}", "group": group, "docs": g["n"],
                          "kept": g["kept"], "thresholds": shown})
     return pa.Table.from_pylist(rows)

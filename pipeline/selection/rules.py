@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import apply_overrides
+from pipeline.correlations.selector import keep_by_score
 from pipeline.errors import UserError
 from pipeline.hashing import seeded_uniforms
 
@@ -186,38 +187,71 @@ def _finite(x: float) -> float | None:
 
 # -- the kinds of score rule -------------------------------------------------------------------------
 # Each returns, for one threshold group: (keep mask, reason per document, thresholds to record).
+# A correlation rule judges the page scores of a `curate correlate` run (Thrush et al.'s fastText page
+# selector, P(include)) and counts each page's tokens against its budget.
+PAGE_SCORE = "page_score"    # P(include) of the rule's correlate run (NaN: no page score)
+PAGE_TOKENS = "page_tokens"  # the tokens a correlation rule counts per page (the stage fills it in)
+
+
+def score_column(rule) -> str:
+    """The column a score rule judges: its `score`, or a correlation rule's page score."""
+    return PAGE_SCORE if rule.type == "correlation" else rule.score
+
+
 def _keep_range(label: str, values: np.ndarray, lower: float, upper: float) -> tuple:
     lo, hi = percentile_bounds(values, lower, upper)
     reasons = np.where(values <= lo, f"{label}:below", f"{label}:above")
     return in_range(values, lo, hi), reasons, {"lower": _finite(lo), "upper": _finite(hi)}
 
 
-def _band(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+def _band(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str, tokens: np.ndarray) -> tuple:
     return _keep_range(SCORE_RULES["band"].label(rule), values, *band_percentiles(rule.criterion, rule.rate))
 
 
-def _percentile(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+def _percentile(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str, tokens: np.ndarray) -> tuple:
     return _keep_range(SCORE_RULES["percentile"].label(rule), values, rule.lower, rule.upper)
 
 
-def _ccnet(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+def _ccnet(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str, tokens: np.ndarray) -> tuple:
     buckets, head_max, middle_max = ccnet_buckets(values, rule.cuts)
     keep = np.isin(buckets, [CCNET_BUCKETS.index(b) for b in rule.keep])
     reasons = np.array([f"ccnet:{b}" for b in CCNET_BUCKETS], dtype=object)[buckets]
     return keep, reasons, {"head_max": head_max, "middle_max": middle_max}
 
 
-def _bertin(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str) -> tuple:
+def _bertin(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str, tokens: np.ndarray) -> tuple:
     prob, info = bertin_keep_probability(values, rule.method, rule.rate, rule.width)
     keep = seeded_uniforms(doc_ids, draw_seed) < prob
     reasons = np.full(len(values), f"{SCORE_RULES['bertin'].label(rule)}:not_drawn", dtype=object)
     return keep, reasons, {k: _finite(v) for k, v in info.items()} | {"expected_kept": float(prob.sum())}
 
 
+def _correlation(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str, tokens: np.ndarray) -> tuple:
+    """Pages in descending score until `keep_fraction` of these pages' tokens or `token_budget` tokens
+    (`keep_by_score`: the page that crosses the budget is kept; ties go by position, i.e. doc_id)."""
+    if tokens is None:
+        raise ValueError(f"a correlation rule counts tokens: the candidates need a {PAGE_TOKENS!r} column")
+    tokens = np.nan_to_num(np.asarray(tokens, dtype=float))
+    keep = keep_by_score(values, tokens, token_budget=rule.token_budget, keep_fraction=rule.keep_fraction)
+    budget = rule.token_budget if rule.token_budget is not None else rule.keep_fraction * tokens.sum()
+    reasons = np.full(len(values), f"{SCORE_RULES['correlation'].label(rule)}:below", dtype=object)
+    dropped = values[~keep]
+    return keep, reasons, {"min_kept_score": float(values[keep].min()) if keep.any() else None,
+                           "tokens_kept": float(tokens[keep].sum()), "budget_tokens": float(budget),
+                           "tokens": float(tokens.sum()),
+                           "max_dropped_score": float(dropped.max()) if len(dropped) else None}
+
+
+def _correlation_label(rule) -> str:
+    target = f"{rule.keep_fraction:g}" if rule.keep_fraction is not None else f"{rule.token_budget}tok"
+    return f"correlation:{rule.run}@{target}"
+
+
 @dataclass(frozen=True)
 class RuleKind:
     """One kind of score rule: its command-line arguments (`band:medium:0.5` fills criterion, rate),
-    its label in reasons and reports, and `apply(rule, values, doc_ids, draw_seed)` on one group."""
+    its label in reasons and reports, and `apply(rule, values, doc_ids, draw_seed, tokens)` on one
+    group (`tokens`: the documents' PAGE_TOKENS, when the candidates have them)."""
     arguments: tuple[str, ...]
     label: Callable
     apply: Callable
@@ -231,19 +265,22 @@ SCORE_RULES: dict[str, RuleKind] = {
     "ccnet": RuleKind(("keep",), lambda r: "ccnet:" + "+".join(r.keep), _ccnet, "ccnet:head+middle"),
     "bertin": RuleKind(("method", "rate"), lambda r: f"bertin:{r.method}@{r.rate:g}", _bertin,
                        "bertin:gaussian:0.5"),
+    "correlation": RuleKind(("run", "keep_fraction"), _correlation_label, _correlation, "correlation:default:0.5"),
 }
 LIST_ARGUMENTS = ("keep", "cuts")  # given as a+b on the command line
 
 
 def rule_label(rule) -> str:
-    """A short name for a rule, used in reasons and reports: band:medium@0.5, percentile:10-60, ..."""
+    """A short name for a rule, used in reasons and reports: band:medium@0.5, percentile:10-60,
+    correlation:default@0.5 (or @1000000tok for a token budget), ..."""
     return "where" if rule.type == "where" else SCORE_RULES[rule.type].label(rule)
 
 
 def parse_rule(text: str) -> dict:
     """A score rule from its command-line form, `<type>:<arguments>` then `:key=value` options:
     `band:medium:0.5:by=domain`, `percentile:10:60:score=bits_per_byte`, `ccnet:head+middle:cuts=30+60`,
-    `bertin:gaussian:0.5:width=4.5`. The dict is validated as a config rule."""
+    `bertin:gaussian:0.5:width=4.5`, `correlation:default:0.5` (a correlate run's pages, half their tokens)
+    or `correlation:default:token_budget=1000000`. The dict is validated as a config rule."""
     kind, *parts = text.split(":")
     if kind not in SCORE_RULES:
         raise UserError(f"--rule {text!r}: the rule type must be one of {', '.join(SCORE_RULES)} "
@@ -282,7 +319,9 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
     """Apply `rules` in order to the documents `doc_ids`; each rule sees only what the rules before
     it kept, so its thresholds come from that distribution (e.g. medium 50% of the English documents).
 
-    `columns` holds the score columns (NaN where a document has no score) and the `by` columns;
+    `columns` holds the score columns (NaN where a document has no score) and the `by` columns, and
+    for a correlation rule PAGE_SCORE and PAGE_TOKENS (it keeps `keep_fraction` of the tokens of the
+    page-scored documents still kept, or `token_budget` tokens);
     `where_matches[i]` is the boolean match of rule i (a `where` rule, evaluated by the caller in
     SQL); `excluded` marks documents dropped up front as `reference_split`.
     Returns kept, reason (None when kept), score and group (of the last score rule that saw the
@@ -307,18 +346,21 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
             record.update(sql=rule.sql, kept=int(len(active) - len(drop)))
             thresholds.append(record)
             continue
-        values = columns[rule.score][active]
+        column, by = score_column(rule), getattr(rule, "by", None)
+        values = columns[column][active]
         unscored = active[~np.isfinite(values)]
         kept[unscored], reason[unscored] = False, "no_score"
         active = active[np.isfinite(values)]
-        values = columns[rule.score][active]
-        groups = columns[rule.by][active] if rule.by else None
-        record.update(score=rule.score, by=rule.by, no_score=int(len(unscored)), groups={})
+        values = columns[column][active]
+        tokens = columns[PAGE_TOKENS][active] if PAGE_TOKENS in columns else None
+        groups = columns[by][active] if by else None
+        record.update(score=column, by=by, no_score=int(len(unscored)), groups={})
         covered = np.zeros(len(active), dtype=bool)
         judged[i] = {"rows": active, "group": np.full(len(active), None, dtype=object)}
-        for name, positions in group_indexes(groups, len(active), rule.min_group_docs):
-            keep, reasons, info = SCORE_RULES[rule.type].apply(rule, values[positions], doc_ids[active[positions]],
-                                                               f"{seed}:{i}:{name}")
+        for name, positions in group_indexes(groups, len(active), getattr(rule, "min_group_docs", 1)):
+            keep, reasons, info = SCORE_RULES[rule.type].apply(
+                rule, values[positions], doc_ids[active[positions]], f"{seed}:{i}:{name}",
+                None if tokens is None else tokens[positions])
             if name == SMALL_GROUPS:  # thresholds of everything, applied to the small groups only
                 mine = ~covered[positions]
                 positions, keep, reasons = positions[mine], keep[mine], reasons[mine]

@@ -6,7 +6,8 @@ reason it was dropped, is written next to `_selection.json` (rules, thresholds p
 scorer, inputs). `where` rules are DuckDB predicates over the view `candidates` (every docs column
 plus the scorer's perplexity, bits_per_byte, nll_mean, nll_sum, n_tokens, surprise_fraction,
 score_error, and `<column>_pct_in_host` / `_pct_in_domain` for perplexity, bits_per_byte and nll_mean),
-and every other store view (scores, ratings, ...) can be used in subqueries.
+and every other store view (scores, ratings, ...) can be used in subqueries. A `correlation` rule adds
+`page_score`, P(include) of its `curate correlate` run's page selector (correlations/<run>/page_scores/).
 
 A `_pct_in_` column is the document's percentile (0-100) among the scored documents of its host or
 domain (`rules.percentile_in_group`): every scored document counts, the reference split and the
@@ -33,7 +34,8 @@ from pipeline.errors import UserError
 from pipeline.hashing import short_digest
 from pipeline.selection.report import (ELIGIBLE, distribution_table, edges_table, eligible_mask, group_notes,
                                        group_report, sweep_table, thresholds_table, what_if, with_texts)
-from pipeline.selection.rules import GROUP_PERCENTILES, apply_rules, ccnet_perplexity, percentile_in_group
+from pipeline.selection.rules import (GROUP_PERCENTILES, PAGE_SCORE, PAGE_TOKENS, apply_rules, ccnet_perplexity,
+                                      percentile_in_group)
 from pipeline.stage import Report, StageResult, StageRun, require
 from pipeline.store import Store, code_version, utc_now
 from schemas import sidecars
@@ -102,17 +104,38 @@ def _files_fingerprint(store: Store, *rel: str) -> list:
                   if i.type == pafs.FileType.File and not i.base_name.startswith(".tmp-"))
 
 
-def selection_id(config: Config, store: Store, scorer_id: str | None) -> str:
-    """A hash of the select config and everything it reads: docs, the scorer's parts, reference splits."""
+def page_score_run(config: Config, store: Store) -> str | None:
+    """The correlate run whose page scores the selection's correlation rules read (one per selection),
+    or None without such rules; a UserError when it has none in the store."""
+    runs = sorted({r.run for r in config.select.rules if r.type == "correlation"})
+    if len(runs) > 1:
+        raise UserError(f"select: correlation rules of one selection read one correlate run, got {', '.join(runs)}; "
+                        "select with one, then narrow with a where rule over the `selections` view")
+    if runs and not [f for f in store.list_files("correlations", runs[0], "page_scores") if f.startswith("part-")]:
+        info = store.fs.get_file_info(pafs.FileSelector(store.path("correlations"), allow_not_found=True))
+        found = sorted(i.base_name for i in info if i.type == pafs.FileType.Directory
+                       and store.list_files("correlations", i.base_name, "page_scores"))
+        raise UserError(f"select: no page scores of correlate run {runs[0]!r} in {store.uri} "
+                        f"(correlations/{runs[0]}/page_scores/): run `curate correlate` first (correlate.name "
+                        f"{runs[0]}); runs with page scores: {', '.join(found) or 'none'}")
+    return runs[0] if runs else None
+
+
+def selection_id(config: Config, store: Store, scorer_id: str | None, page_run: str | None = None) -> str:
+    """A hash of the select config and everything it reads: docs, the scorer's parts, reference splits
+    and the page scores of a correlation rule's run (a new `curate correlate` run re-selects)."""
     inputs = {"docs": _files_fingerprint(store, "docs"),
               "scores": _files_fingerprint(store, "scores", f"scorer={scorer_id}") if scorer_id else [],
               "reference_splits": _files_fingerprint(store, "reference_splits")}
+    if page_run:  # only then: the ids of selections without correlation rules stay what they were
+        inputs["page_scores"] = _files_fingerprint(store, "correlations", page_run, "page_scores")
     return short_digest({"select": config.select.model_dump(mode="json"), "scorer_id": scorer_id, "inputs": inputs})
 
 
 # -- reading the candidates -----------------------------------------------------------------------
-def open_candidates(store: Store, scorer: dict | None):
-    """A DuckDB connection with the store's views plus `candidates` (docs + this scorer's scores)."""
+def open_candidates(store: Store, scorer: dict | None, page_run: str | None = None):
+    """A DuckDB connection with the store's views plus `candidates` (docs + this scorer's scores, and
+    `page_score`, p_include of the correlate run `page_run`, when given)."""
     from pipeline.sql import connect
     con, views = connect(store)
     if scorer:
@@ -127,13 +150,18 @@ def open_candidates(store: Store, scorer: dict | None):
             pct.append(f"""CASE WHEN {ok} THEN 100 * (rank() OVER (PARTITION BY {group}, {ok} ORDER BY {column})
                 + (count(*) OVER (PARTITION BY {group}, {ok}, {column}) - 1) / 2 - 0.5)
                 / count(*) OVER (PARTITION BY {group}, {ok}) END AS {name}""")
-        con.execute(f"""CREATE VIEW candidates AS SELECT *, {', '.join(pct)} FROM (
+        sql = f"""SELECT *, {', '.join(pct)} FROM (
             SELECT d.*, {score_cols}, s.n_bytes AS scored_bytes, s.error AS score_error
-            FROM docs d LEFT JOIN read_parquet('{glob}') s USING (doc_id))""")
+            FROM docs d LEFT JOIN read_parquet('{glob}') s USING (doc_id))"""
     else:
         nulls = ", ".join(f"CAST(NULL AS DOUBLE) AS {c}" for c in (*SCORER_COLUMNS, *GROUP_PERCENTILES))
-        con.execute(f"CREATE VIEW candidates AS SELECT d.*, {nulls}, CAST(NULL AS BIGINT) AS scored_bytes, "
-                    "CAST(NULL AS VARCHAR) AS score_error FROM docs d")
+        sql = (f"SELECT d.*, {nulls}, CAST(NULL AS BIGINT) AS scored_bytes, "
+               "CAST(NULL AS VARCHAR) AS score_error FROM docs d")
+    if page_run:
+        glob = store.spark_path("correlations", page_run, "page_scores", "part-*.parquet").replace("'", "''")
+        sql = (f"SELECT c.*, p.p_include AS {PAGE_SCORE} FROM ({sql}) c LEFT JOIN "
+               f"(SELECT doc_id, p_include FROM read_parquet('{glob}')) p USING (doc_id)")
+    con.execute(f"CREATE VIEW candidates AS {sql}")
     return con
 
 
@@ -148,7 +176,8 @@ def example_texts(con, doc_ids: list[str], chars: int = 2000) -> dict[str, tuple
 
 def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """doc_ids (sorted) and the columns the rules use: scores (NaN if unscored), `by` columns,
-    n_tokens and n_bytes; ccnet_perplexity when a rule needs it (reads the text to count words)."""
+    n_tokens and n_bytes, page_score when the view has it; ccnet_perplexity when a rule needs it
+    (reads the text to count words)."""
     known = {r[0] for r in con.execute("DESCRIBE candidates").fetchall()}
     unknown = sorted(by_columns - known)
     if unknown:
@@ -156,7 +185,7 @@ def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.nda
                         f"{', '.join(sorted(known))}")
     scored = "score_error IS NULL"
     cols = [f"CASE WHEN {scored} THEN {c} END AS {c}" for c in ("perplexity", "bits_per_byte", "nll_mean")]
-    cols += [f'"{c}"' for c in sorted(by_columns)] + ["n_tokens", "n_bytes"]
+    cols += [f'"{c}"' for c in sorted(by_columns)] + ["n_tokens", "n_bytes"] + [PAGE_SCORE] * (PAGE_SCORE in known)
     if need_ccnet:
         # Words and lines of the scored span: the document's counts times the share of its bytes
         # that was scored (all of it unless first_n truncation cut it).
@@ -177,6 +206,18 @@ def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.nda
         columns["ccnet_perplexity"] = ccnet_perplexity(
             columns.pop("nll_sum"), columns.pop("n_words") * share, columns.pop("n_lines") * share)
     return np.array(table.column("doc_id").to_pylist(), dtype=object), columns
+
+
+def page_tokens(columns: dict[str, np.ndarray], scorer_id: str | None) -> str:
+    """Fill in the tokens a correlation rule counts per page (PAGE_TOKENS): the scorer's n_tokens, the
+    document's n_bytes / 4 where there is none (no scorer, or no score row). Returns how they were counted."""
+    n_tokens, estimate = columns["n_tokens"], columns["n_bytes"] / 4
+    missing = ~np.isfinite(n_tokens)
+    columns[PAGE_TOKENS] = np.where(missing, estimate, n_tokens)
+    if scorer_id is None:
+        return "n_bytes/4 estimate"
+    without = int(missing.sum())
+    return f"n_tokens of scorer {scorer_id}" + (f", n_bytes/4 estimate for {without:,} without" if without else "")
 
 
 def where_masks(con, rules) -> dict[int, np.ndarray]:
@@ -217,12 +258,14 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
     require(store, "docs")
     writes_nothing = dry_run or sweep is not None
     rules = cfg.rules
-    score_rules = [r for r in rules if r.type != "where"]
+    score_rules = [r for r in rules if r.type not in ("where", "correlation")]  # rules on a scorer's columns
+    page_run = page_score_run(config, store)
     scorer = resolve_scorer(config, store, needed=bool(score_rules) or sweep is not None)
     scorer_id = scorer["scorer_id"] if scorer else None
     inputs = [store.spark_path("docs")] + ([store.spark_path("scores", f"scorer={scorer_id}")] if scorer_id else [])
+    inputs += [store.spark_path("correlations", page_run, "page_scores")] if page_run else []
     run = StageRun(STAGE, config, inputs=inputs, record=not writes_nothing)
-    sel_id = selection_id(config, store, scorer_id)
+    sel_id = selection_id(config, store, scorer_id, page_run)
     rel = ("selections", cfg.name)
     outputs = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "written": not writes_nothing,
                "report_by": report_by}
@@ -237,7 +280,7 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
 
     with run:
         with run.phase("read"):
-            con = open_candidates(store, scorer)
+            con = open_candidates(store, scorer, page_run)
             normalised = {r.score for r in score_rules} & set(GROUP_PERCENTILES)
             by_columns = {r.by for r in score_rules if r.by} | {report_by} | {GROUP_PERCENTILES[n][1] for n in normalised}
             if "domain" in by_columns:  # to say how many hosts one domain holds (group_notes)
@@ -245,8 +288,9 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
             doc_ids, columns = read_candidates(con, by_columns,
                                                need_ccnet=any(r.score == "ccnet_perplexity" for r in score_rules))
             if len(set(doc_ids)) != len(doc_ids):
-                raise UserError(f"scorer {scorer_id} has several score rows for some documents; re-score into "
-                                f"a clean scores/scorer={scorer_id}/")
+                raise UserError(f"scorer {scorer_id} or correlate run {page_run} has several score rows for some "
+                                f"documents; re-score into a clean scores/scorer={scorer_id}/ or re-run correlate")
+            token_source = page_tokens(columns, scorer_id) if page_run else None
             for name in normalised:  # the same as the view's column, from the columns read
                 column, group = GROUP_PERCENTILES[name]
                 columns[name] = percentile_in_group(columns[column], columns[group])
@@ -257,6 +301,9 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
             table = sweep_table(doc_ids, columns, rules, cfg.seed, where, excluded, criteria, rates, report_by)
             return run.finish({}, **outputs, thresholds=[], report=table, sweep=True)
         outcome = apply_rules(doc_ids, columns, rules, cfg.seed, where, excluded)
+        for record in outcome["thresholds"]:
+            if record["type"] == "correlation":
+                record["tokens"] = token_source
         eligible = eligible_mask(len(doc_ids), columns, rules, where, excluded)
         report = group_report(columns[report_by], outcome, columns["n_tokens"], eligible)
         tokens = np.nan_to_num(columns["n_tokens"])

@@ -5,8 +5,6 @@ fields through `apply_overrides(config, {"ingest.num_shards": 8, ...})`.
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -14,6 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # selection/export/correlation names are folder names
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -118,6 +119,64 @@ class DistillConfig(Strict):
     alpha: float = Field(1.0, gt=0, description="ridge penalty of the n-gram model")
 
 
+class LadderConfig(Strict):
+    """The offline ladder of `curate correlate`: small reference models trained on the store, each on a
+    seeded subset of its domains, at different sizes and steps, so that they differ in what they fit
+    (the target set and the domain sample are never trained on). About 10-20 s each on 2 CPU cores."""
+    rungs: int = Field(0, ge=0, description="models to train; 0: the ladder is correlate.models alone")
+    domain_fraction: float = Field(0.5, gt=0, le=1, description="share of the domains each rung after the "
+                                                                "first trains on (the first trains on all)")
+    max_docs: int = Field(1500, ge=10, description="training documents per rung at most (seeded)")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 96, 128], min_length=1,
+                                    description="model widths, taken in turn (head_dim 32)")
+    steps: list[int] = Field(default_factory=lambda: [60, 120], min_length=1,
+                             description="training steps, taken in turn after the widths")
+    vocab_size: int = Field(2048, ge=300)
+    seq_len: int = Field(128, ge=16)
+    lr: float = Field(0.01, gt=0, description="peak learning rate (small models take a large one)")
+    seed: int = 0
+    out: str | None = Field(None, description="where the rungs go; default: <store>/models/ladder")
+
+
+class CorrelateConfig(Strict):
+    """`curate correlate`: which domains' bits-per-byte go with benchmark performance across a ladder of
+    models (Thrush et al., 2025), the sampling weights that follow, and a fastText page selector trained
+    on them; outputs in store/correlations/<name>/. Without a leaderboard, `curate benchmark` measures
+    the models on a multiple-choice task (without one: a cloze task built from held-out target text)."""
+    name: str = Field("default", pattern=NAME_PATTERN, description="store/correlations/<name>/")
+    models: list[str] = Field(default_factory=list, description="the ladder: model directories as DIR or "
+                                                                "NAME=DIR, or smollm2-135m")
+    ladder: LadderConfig = Field(default_factory=LadderConfig)
+    max_tokens: int = Field(128, ge=2, description="each page's first this many tokens are scored")
+    group_by: str = Field("host", description="the docs column whose values are the domains")
+    pages_per_domain: int = Field(25, ge=1, description="pages sampled per domain (seeded)")
+    min_domain_pages: int = Field(5, ge=1, description="domains with fewer pages are left out (and reported)")
+    seed: int = 0
+    leaderboard: str | None = Field(None, description="a CSV or Parquet of model, benchmark, accuracy (or error); "
+                                                      "default: `curate benchmark` results on `task`")
+    benchmarks: list[str] = Field(default_factory=list, description="the leaderboard's benchmarks to average "
+                                                                    "errors over; default: all")
+    task: str | None = Field(None, description="a JSONL multiple-choice task {context, choices, gold}; default: "
+                                               "a cloze task built from held-out target documents")
+    target_where: str | None = Field(None, description="docs predicate of the target set the cloze task is "
+                                                       "built from, e.g. \"host = 'docs.python.org'\"")
+    target_docs: int = Field(200, ge=2, description="target documents held out (never sampled or trained on)")
+    task_items: int = Field(100, ge=1, description="cloze items built from them")
+    metric: Literal["error", "error_norm", "bits_per_byte"] = Field(
+        "error", description="the benchmark score the estimators correlate with (lower is better): error = 1 - "
+                             "accuracy (the paper's), error_norm = 1 - accuracy_norm, or bits_per_byte of the task's "
+                             "gold continuations (a target-fit measure for models too small to beat chance)")
+    min_models: int = Field(5, ge=3, description="fewer models with both scores and an error is an error")
+    method: Literal["sign_cdf", "sign", "sign_sign", "product", "spearmanr"] = "sign_cdf"
+    double_center: bool = Field(False, description="centre log-likelihoods per model, then per domain, first")
+    projection: Literal["linear", "l2"] = "linear"
+    keep_fraction: float = Field(0.5, gt=0, le=1, description="share of the tokens the selection keeps: caps "
+                                                              "each domain's weight at its token share / this")
+    selector_max_pages: int = Field(50000, ge=10, description="pages the fastText selector trains on at most")
+    selector_epochs: int = Field(5, ge=1)
+    selector_heldout: float = Field(0.05, gt=0, lt=1, description="held-out share for precision/recall/F1")
+
+
 class ReferenceConfig(Strict):
     """`curate models train-reference`: a small Llama trained on a random split of the store (Ankner
     et al.'s reference model). The defaults give ~2.1M parameters (half of them the embedding), trained
@@ -193,7 +252,6 @@ ScoreColumn = Literal["perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexi
                       "perplexity_pct_in_host", "perplexity_pct_in_domain",
                       "bits_per_byte_pct_in_host", "bits_per_byte_pct_in_domain",
                       "nll_mean_pct_in_host", "nll_mean_pct_in_domain"]
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # selection/export names are folder names
 
 
 class WhereRule(Strict):
@@ -242,7 +300,22 @@ class BertinRule(ScoreRule):
     width: float = Field(4.5, gt=0, description="gaussian width (BERTIN: 9/2)")
 
 
-SelectionRule = Annotated[Union[WhereRule, BandRule, PercentileRule, CCNetRule, BertinRule],
+class CorrelationRule(Strict):
+    """Thrush et al.: keep pages in descending score of a `curate correlate` run's page selector until a
+    keep fraction of the tokens (or a token budget) is reached."""
+    type: Literal["correlation"]
+    run: str = Field("default", pattern=NAME_PATTERN, description="the correlate run (correlate.name)")
+    keep_fraction: float | None = Field(None, gt=0, le=1)
+    token_budget: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.keep_fraction is None) == (self.token_budget is None):
+            raise ValueError("give exactly one of keep_fraction and token_budget")
+        return self
+
+
+SelectionRule = Annotated[Union[WhereRule, BandRule, PercentileRule, CCNetRule, BertinRule, CorrelationRule],
                           Field(discriminator="type")]
 
 
@@ -317,6 +390,7 @@ class Config(Strict):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    correlate: CorrelateConfig = Field(default_factory=CorrelateConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     stages: list[str] = Field(default_factory=lambda: ["ingest", "distill", "select", "export"],
@@ -371,89 +445,4 @@ def apply_overrides(config: Config, overrides: dict[str, Any], source: str = "co
         raise UserError(_format_errors(e, source)) from None
 
 
-# -- the starter config of `curate init`, written from the fields above ---------------------------
-_COMMENT_COLUMN = 34
-
-
-def starter_config() -> str:
-    """A commented YAML config with every key at its default (and an example input), generated from
-    the fields' defaults and descriptions, so that it always matches them."""
-    lines = [f"# {line}" for line in _wrap(" ".join(_docstring(Config)) +
-                                           ' The values are the defaults, except those marked "example".')]
-    _section(Config(), 0, lines)
-    return "\n".join(lines) + "\n"
-
-
-def _docstring(model: type[BaseModel]) -> list[str]:
-    return [" ".join(line.split()) for line in (model.__doc__ or "").strip().split("\n\n")[0:1] if line]
-
-
-def _section(value: BaseModel, indent: int, lines: list[str]) -> None:
-    pad = " " * indent
-    for name, field in type(value).model_fields.items():
-        current = getattr(value, name)
-        extra = field.json_schema_extra or {}
-        if isinstance(current, BaseModel) or indent == 0:
-            # a section, or a top-level key: a blank line, then the comment above it
-            lines.append("")
-            about = _docstring(type(current)) if isinstance(current, BaseModel) else []
-            lines += [f"{pad}# {line}" for line in _wrap(" ".join(about + [field.description or ""]))]
-            if isinstance(current, BaseModel):
-                lines.append(f"{pad}{name}:")
-                _section(current, indent + 2, lines)
-            else:
-                lines.append(f"{pad}{name}: {_yaml(current)}")
-        elif "example" in extra:
-            lines += _with_comment(f"{pad}{name}:", field.description)
-            for item in extra["example"]:
-                entry = getattr(type(value).model_validate({name: [item]}), name)[0]
-                for i, (key, sub_field) in enumerate(type(entry).model_fields.items()):
-                    sub = getattr(entry, key)
-                    prefix = f"{pad}  - " if i == 0 else f"{pad}    "
-                    if isinstance(sub, BaseModel):
-                        lines += _with_comment(f"{prefix}{key}:", sub_field.description)
-                        _section(sub, indent + 6, lines)
-                    else:
-                        lines += _with_comment(f"{prefix}{key}: {_yaml(sub)}",
-                                               "example" if i == 0 else sub_field.description)
-        else:
-            lines += _with_comment(f"{pad}{name}: {_yaml(current)}", field.description)
-            for example in extra.get("examples", []):
-                lines.append(f"{pad}#  - {_yaml(example)}")
-
-
-def _wrap(text: str | None, width: int = 98) -> list[str]:
-    words, out, line = (text or "").split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            out.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return out + ([line] if line else [])
-
-
-def _with_comment(text: str, comment: str | None) -> list[str]:
-    """`text  # comment`, the comment aligned and wrapped onto comment lines below."""
-    if not comment:
-        return [text]
-    column = max(_COMMENT_COLUMN, len(text) + 2)
-    chunks = _wrap(comment, width=max(40, 118 - column))
-    return [f"{text.ljust(column - 1)} # {chunks[0]}"] + [f"{' ' * (column - 1)} # {c}" for c in chunks[1:]]
-
-
-_PLAIN = re.compile(r"[A-Za-z0-9_./<>-]+")
-
-
-def _yaml(value: Any) -> str:
-    """A value in YAML flow style (JSON for anything a plain scalar would misread)."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json", exclude_defaults=True)
-    if isinstance(value, str) and _PLAIN.fullmatch(value) and value.lower() not in (
-            "null", "true", "false", "yes", "no", "on", "off", "~") and not value[0].isdigit():
-        return value
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml(v) for v in value) + "]"
-    return json.dumps(value)
+from pipeline.config.starter import starter_config as starter_config  # noqa: E402  (it reads Config)

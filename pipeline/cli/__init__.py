@@ -22,8 +22,8 @@ CONFIG = typer.Option(None, "--config", "-c", help="run config (YAML); `curate i
 STORE = typer.Argument(None, help="the corpus store (overrides `store`)")
 MASTER = typer.Option(None, "--master", help="Spark master, e.g. spark://host:7077")
 RULE_HELP = (f"replaces select.rules: {', '.join(r.example for r in SCORE_RULES.values())}; options :by=domain, "
-             ":score=bits_per_byte | nll_mean | perplexity_pct_in_host | perplexity_pct_in_domain (any scorer "
-             "column's percentile within its host or domain)")
+             ":score=bits_per_byte | nll_mean | perplexity_pct_in_host | perplexity_pct_in_domain, "
+             ":token_budget=N (correlation)")
 
 
 def _run_stage(name: str, run) -> None:
@@ -322,6 +322,9 @@ def sql(store: str = typer.Argument(..., help="the corpus store"),
             console.print(f"wrote {result.num_rows:,} rows to {output}")
 
 
+from pipeline.cli import correlate as _correlate  # noqa: E402,F401  (registers correlate and benchmark)
+
+
 def main() -> None:
     """Run the CLI; a failure prints one line (plus where its details are logged), never a traceback."""
     from pipeline.logs import details_logged, log_exception
@@ -341,6 +344,3 @@ def main() -> None:
         err_console.print("[yellow]interrupted: finished work is kept; re-run to resume[/yellow]")
         sys.exit(130)
 
-
-if __name__ == "__main__":
-    main()
