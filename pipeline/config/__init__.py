@@ -122,14 +122,14 @@ class DistillConfig(Strict):
 class LadderConfig(Strict):
     """The offline ladder of `curate correlate`: small reference models trained on the store, each on a
     seeded subset of its domains, at different sizes and steps, so that they differ in what they fit
-    (the target set and the domain sample are never trained on). About 10-20 s each on 2 CPU cores."""
+    (the target set and the domain sample are never trained on). About 5-15 s each on 2 CPU cores."""
     rungs: int = Field(0, ge=0, description="models to train; 0: the ladder is correlate.models alone")
     domain_fraction: float = Field(0.5, gt=0, le=1, description="share of the domains each rung after the "
                                                                 "first trains on (the first trains on all)")
     max_docs: int = Field(1500, ge=10, description="training documents per rung at most (seeded)")
-    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 96, 128], min_length=1,
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 96], min_length=1,
                                     description="model widths, taken in turn (head_dim 32)")
-    steps: list[int] = Field(default_factory=lambda: [60, 120], min_length=1,
+    steps: list[int] = Field(default_factory=lambda: [150, 300], min_length=1,
                              description="training steps, taken in turn after the widths")
     vocab_size: int = Field(2048, ge=300)
     seq_len: int = Field(128, ge=16)
@@ -173,7 +173,7 @@ class CorrelateConfig(Strict):
     keep_fraction: float = Field(0.5, gt=0, le=1, description="share of the tokens the selection keeps: caps "
                                                               "each domain's weight at its token share / this")
     selector_max_pages: int = Field(50000, ge=10, description="pages the fastText selector trains on at most")
-    selector_epochs: int = Field(5, ge=1)
+    selector_epochs: int = Field(10, ge=1)
     selector_heldout: float = Field(0.05, gt=0, lt=1, description="held-out share for precision/recall/F1")
 
 

@@ -47,7 +47,8 @@ def correlate_report(name: str, estimates: pa.Table, board: pa.Table, meta: dict
              f"{cfg['method']}{' on double-centred losses' if cfg['double_center'] else ''}, projection "
              f"{cfg['projection']} at keep_fraction {cfg['keep_fraction']:g}",
              f"top domains: {', '.join(est['domain'].head(5))}; bottom: {', '.join(est['domain'].tail(5)[::-1])}",
-             f"weight > 0 for {len(kept)} of {len(est)} domains ({kept['token_share'].sum():.1%} of the tokens)"]
+             f"weight > 0 for {len(kept)} of {len(est)} domains: {', '.join(kept['domain'].head(8))}"
+             f"{', ...' if len(kept) > 8 else ''}"]
     if hidden:
         notes.append(f"{hidden} domains between the top and the bottom {SHOWN} are not shown: "
                      f"curate sql <store> -c \"SELECT * FROM correlations WHERE run = '{name}' ORDER BY rank\"")

@@ -154,7 +154,7 @@ def run_correlate(config: Config, spark, progress: Callable | None = None) -> St
     with run:
         with run.phase("sample"):
             index = read_index(store, cfg.group_by, cfg.target_where)
-            target = target_ids(config, index) if not (cfg.leaderboard or cfg.task) else []
+            target = target_ids(config, index)   # held out even when unused: the same sample either way
             pool = index[~index["doc_id"].isin(set(target))]
             picked, left_out = matrix.domain_sample(pool["doc_id"].to_numpy(), pool["domain"].to_numpy(),
                                                     cfg.pages_per_domain, cfg.min_domain_pages, cfg.seed)
@@ -335,7 +335,7 @@ def report(result: StageResult) -> Report:
 def summary_row(result: StageResult) -> dict:
     c = result.counts
     return {"documents": c["page_scores"], "tokens": None,
-            "status": f"{c['models']} models x {c['domains']} domains, {c['pages_scored_now']:,} pages scored now",
+            "status": f"{c['models']} models x {c['domains']} domains, {c['pages_scored_now']:,} page scores new",
             "output": f"correlations/{result.outputs['name']}/"}
 
 

@@ -53,12 +53,13 @@ SELECTION_BY_HOST = """
     GROUP BY d.host ORDER BY kept_pct DESC, docs DESC"""
 
 
-def demo_config(out_dir: str | Path, teacher_docs: int = 300) -> dict:
+def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8) -> dict:
     """The run configuration (as a YAML-able dict) of the whole pipeline on the demo corpus in
     `out_dir`: ingest, train a reference model and score with it, distill SmolLM2-135M-Instruct
-    (scoring `teacher_docs` documents) into a student that scores everything, select with the
-    student's scores and export. Without a teacher (teacher_docs 0, or SmolLM2 not installed) the
-    reference model's scores choose."""
+    (scoring `teacher_docs` documents) into a student that scores everything, correlate over a ladder
+    of `rungs` small models (plus SmolLM2) against a cloze task from held-out Python documentation,
+    select with the student's scores and export. Without a teacher (teacher_docs 0, or SmolLM2 not
+    installed) the reference model's scores choose; rungs 0 leaves correlate out."""
     out_dir = Path(out_dir)
     distill = teacher_docs > 0 and smollm2_available()
     return {
@@ -76,11 +77,17 @@ def demo_config(out_dir: str | Path, teacher_docs: int = 300) -> dict:
         # a student fitted to it scores every document, hundreds a second.
         "distill": {"teacher": "smollm2-135m", "min_sample_docs": max(teacher_docs, 10), "sample_fraction": 0.05,
                     "out": str(out_dir / "models" / "student")},
+        # Which hosts' bits-per-byte go with doing well on held-out Python documentation, across a ladder of
+        # small models trained here on halves of the hosts (and SmolLM2, whose sample rows distill wrote).
+        "correlate": {"ladder": {"rungs": rungs}, "models": ["smollm2-135m"] if smollm2_available() else [],
+                      "pages_per_domain": 12, "target_where": "host = 'docs.python.org'", "target_docs": 80,
+                      "task_items": 40, "metric": "bits_per_byte", "min_models": min(5, max(rungs, 3))},
         # Ankner et al.'s medium band at a 50% selection rate, over English documents.
         "select": {"name": "medium-50", "rules": [{"type": "where", "sql": "language = 'en'"},
                                                   {"type": "band", "criterion": "medium", "rate": 0.5}]},
         "export": {"name": "medium-50", "format": "parquet", "shard_bytes": 256 * 1024, "seed": 0},
-        "stages": ["ingest", "train_reference", "score", *(["distill"] if distill else []), "select", "export"],
+        "stages": ["ingest", "train_reference", "score", *(["distill"] if distill else []),
+                   *(["correlate"] if rungs > 0 else []), "select", "export"],
     }
 
 
@@ -90,7 +97,7 @@ def smollm2_available() -> bool:
 
 
 def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: int = 400, master: str | None = None,
-             teacher_docs: int = 300, steps: int | None = None, overwrite: bool = False) -> None:
+             teacher_docs: int = 300, steps: int | None = None, overwrite: bool = False, rungs: int = 8) -> None:
     """Build the demo corpus in `directory` (unless there), write directory/curate.yaml and run it like
     `curate run`, and show the store in SQL and the run summary."""
     started = time.time()
@@ -102,7 +109,7 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
         output.report(Report("", notes=[
             f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files under "
             f"{directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})"]))
-    raw_config = demo_config(directory, teacher_docs)
+    raw_config = demo_config(directory, teacher_docs, rungs)
     config_path = directory / "curate.yaml"
     config_path.write_text("# The demo's run config: `curate run` runs it again (resuming).\n" +
                            yaml.safe_dump(raw_config, sort_keys=False), encoding="utf-8")
@@ -137,5 +144,9 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
          query(con, SELECTION_BY_HOST.format(name=name)))], notes=[
         f"Explore it: curate sql {config.store}; see what a rule keeps and where its edges fall: curate select "
         f"{config.store} --scorer {student_id or reference_id} --where \"language = 'en'\" --rule band:medium:0.5 "
-        f"--dry-run --report-by host; run again: curate run {config_path}"]))
+        f"--dry-run --report-by host; run again: curate run {config_path}",
+        *([f"Perplexity correlations: curate correlate {config.store} --report; curate sql {config.store} -c "
+           f"\"SELECT * FROM domain_weights\"; select by them: curate select {config.store} --name by-correlation "
+           f"--rule correlation:{config.correlate.name}:0.5 --dry-run --report-by host"]
+          if "correlate" in results else [])]))
     output.report(run_summary(rows, started))
