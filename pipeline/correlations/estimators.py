@@ -55,7 +55,7 @@ def sign_cdf(X, y) -> np.ndarray:
     return _pair_weights(y) @ (ordinal_ranks(X) / X.shape[0])
 
 
-def sign_sign(X, y, block: int = 1024) -> np.ndarray:
+def sign_sign(X, y, block: int = 64) -> np.ndarray:
     X, y = _check(X, y)
     n = X.shape[0]
     upper = np.triu(np.sign(y[None, :] - y[:, None]), k=1)   # [k, g] = sign(y_g - y_k) for k < g
