@@ -94,7 +94,8 @@ def test_ingest_then_sql_in_every_format(tmp_path):
 
 @pytest.mark.spark
 def test_demo_runs_ingest_and_prints_sql_summary(tmp_path):
-    out = curate("demo", "--dir", tmp_path / "demo", "--docs-per-source", 40, "--steps", 8, "--teacher-docs", 0)
+    out = curate("demo", "--dir", tmp_path / "demo", "--docs-per-source", 40, "--steps", 8, "--teacher-docs", 0,
+                 "--rungs", 0)
     assert out.returncode == 0, out.stderr[-2000:]
     for title in ("documents by host", "languages", "quarantine by reason", "reconciled",
                   "reference model", "perplexity by host"):

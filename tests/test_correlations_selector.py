@@ -41,3 +41,10 @@ def test_pages_are_kept_in_score_order_up_to_the_budget():
     assert keep_by_score(scores, tokens, keep_fraction=1.0).all()
     with pytest.raises(ValueError, match="exactly one"):
         keep_by_score(scores, tokens)
+
+
+def test_a_diverging_learning_rate_is_halved_until_training_stays_finite():
+    from tests.helpers import random_texts
+    texts, ids = random_texts(200, seed=2), [str(i) for i in range(200)]
+    model, metrics = train(ids, texts, np.arange(200) % 2 == 0, SelectorSettings(lr=50.0))
+    assert metrics["lr"] < 50.0 and np.isfinite(predict_include(model, texts[:5])).all()

@@ -128,6 +128,7 @@ def test_correlate_scores_a_ladder_estimates_projects_and_its_selector_scores_ev
     assert made.exit_code == 0, made.output
     table = pacsv.read_csv(csv)
     assert table.num_rows == 5 and ladder in models[0] and table.column("items").to_pylist() == [20] * 5
+    assert sum(1 for _ in open(tmp_path / "board.task.jsonl")) == 20
     assert set(table.column_names) >= {"model", "benchmark", "accuracy", "accuracy_norm", "bits_per_byte"}
     with_board = _config(tmp_path, raw, name="board", models=models[:5], leaderboard=str(csv),
                          ladder={"rungs": 0}, metric="error")

@@ -53,7 +53,8 @@ def benchmark(
     model: list[str] = typer.Option(..., "--model", "-m", help="a model: DIR, NAME=DIR or smollm2-135m (repeat it)"),
     task: Optional[Path] = typer.Option(None, "--task", help="a JSONL task: {context, choices, gold} per line"),
     make_task: Optional[str] = typer.Option(None, "--make-task", help="instead: build a cloze task from this store's "
-                                            "held-out target documents (see --target-where) and write it to --task"),
+                                            "held-out target documents (see --target-where) and write it to --task "
+                                            "(default: beside --out)"),
     target_where: Optional[str] = typer.Option(None, "--target-where", help="docs predicate of the target set"),
     items: int = typer.Option(100, "--items", help="cloze items to build"),
     name: Optional[str] = typer.Option(None, "--name", help="the benchmark's name (default: the task file's)"),

@@ -56,12 +56,20 @@ def train(doc_ids: list[str], texts: list[str], include: np.ndarray, settings: S
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for text, label in zip(np.asarray(texts, dtype=object)[~held], include[~held]):
                 f.write(f"{LABELS[0] if label else LABELS[1]} {clean(text)}\n")
-        model = fasttext.train_supervised(path, epoch=settings.epochs, lr=settings.lr, wordNgrams=settings.word_ngrams,
-                                          dim=settings.dim, bucket=settings.bucket, minCount=settings.min_count, seed=settings.seed,
-                                          thread=1, verbose=0)
+        lr = settings.lr
+        while True:   # a large rate can diverge on some data: halve it until training stays finite
+            try:
+                model = fasttext.train_supervised(path, epoch=settings.epochs, lr=lr, wordNgrams=settings.word_ngrams,
+                                                  dim=settings.dim, bucket=settings.bucket, minCount=settings.min_count,
+                                                  seed=settings.seed, thread=1, verbose=0)
+                break
+            except RuntimeError as e:
+                if "NaN" not in str(e) or lr < 1e-3:
+                    raise
+                lr /= 2
     finally:
         os.unlink(path)
-    metrics = {"train_pages": int((~held).sum()), "heldout_pages": int(held.sum())}
+    metrics = {"train_pages": int((~held).sum()), "heldout_pages": int(held.sum()), "lr": lr}
     if held.any():
         predicted = predict_include(model, [t for t, h in zip(texts, held) if h]) >= 0.5
         metrics.update(binary_metrics(include[held], predicted))

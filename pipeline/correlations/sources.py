@@ -127,7 +127,7 @@ def run_benchmark(entries: list[str], task: Path | None, out: Path, store: str |
                   progress=None) -> tuple[pa.Table, Path]:
     """`curate benchmark`: the models on a task file, or on a cloze task built from a store's held-out
     target documents (the ones `curate correlate` holds out with the same settings) and written to
-    `task` (default <store>/correlations/task-cloze.jsonl). Appends the rows to the CSV `out`."""
+    `task` (default: beside `out`, <out>.task.jsonl). Appends the rows to the CSV `out`."""
     import pyarrow.csv as pacsv
     from pipeline.correlations.benchmark import leaderboard
     if store:
@@ -135,8 +135,7 @@ def run_benchmark(entries: list[str], task: Path | None, out: Path, store: str |
                                                                       "task_items": items}})
         target = target_ids(config, read_index(Store(store), config.correlate.group_by, target_where))
         task_items = make_task(config, target)
-        task = task or Path(Store(store).path("correlations", "task-cloze.jsonl"))
-        task.parent.mkdir(parents=True, exist_ok=True)
+        task = task or out.with_suffix(".task.jsonl")   # beside the leaderboard, not in the store
         tasks.write_task(task_items, task)
     elif task is None:
         raise UserError("curate benchmark needs --task FILE, or --make-task STORE to build a cloze task")

@@ -45,7 +45,6 @@ STAGE = "correlate"
 SCORE_PARTS = 200_000          # page scores per part file
 
 
-# -- the documents -----------------------------------------------------------------------------------
 # -- the models ----------------------------------------------------------------------------------------
 def scoring_config(config: Config, path: str) -> Config:
     """`config` scoring the first max_tokens tokens of each page (at most the model's context) with the

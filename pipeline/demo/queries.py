@@ -78,8 +78,8 @@ def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8) ->
         "distill": {"teacher": "smollm2-135m", "min_sample_docs": max(teacher_docs, 10), "sample_fraction": 0.05,
                     "out": str(out_dir / "models" / "student")},
         # Which hosts' bits-per-byte go with doing well on held-out Python documentation, across a ladder of
-        # small models trained here on halves of the hosts (and SmolLM2, whose sample rows distill wrote).
-        "correlate": {"ladder": {"rungs": rungs}, "models": ["smollm2-135m"] if smollm2_available() else [],
+        # small models trained here on halves of the hosts (and SmolLM2 with distill, reusing its rows).
+        "correlate": {"ladder": {"rungs": rungs}, "models": ["smollm2-135m"] if distill else [],
                       "pages_per_domain": 12, "target_where": "host = 'docs.python.org'", "target_docs": 80,
                       "task_items": 40, "metric": "bits_per_byte", "min_models": min(5, max(rungs, 3))},
         # Ankner et al.'s medium band at a 50% selection rate, over English documents.
