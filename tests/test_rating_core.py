@@ -93,3 +93,22 @@ def test_temperature_sampling_keeps_the_rate_and_favours_high_scores():
     assert abs(kept.mean() - 0.3) < 0.03 and values[kept].mean() > values.mean()
     with pytest.raises(ValueError, match="tau"):
         temperature_probability(values, 0, 0.3)
+
+
+def test_the_prompt_holds_the_text_and_the_template_and_long_texts_keep_head_and_tail():
+    from pipeline.rating.prompt import ANSWER_SLOTS, build_prompt, head_tail, template
+    prompt = build_prompt("Some text to rate.")
+    assert "Some text to rate." in prompt and prompt.endswith(template())
+    assert template().splitlines()[0] == "Domain:_" and template().splitlines()[-1] == "[14]Overall Score:_/5"
+    assert len(ANSWER_SLOTS) == 15 and ANSWER_SLOTS[0][0] == "A" and ANSWER_SLOTS[0][-1] == "O"
+    assert all(slot == ("1", "2", "3", "4", "5") for slot in ANSWER_SLOTS[1:])
+    ids = list(range(100))
+    assert head_tail(ids, 100, [-1]) == ids
+    cut = head_tail(ids, 11, [-1, -2])
+    assert cut == [0, 1, 2, 3, 4, -1, -2, 96, 97, 98, 99] and len(cut) == 11
+    for budget in range(4, 60):      # always exactly the budget, head and tail of the text around the ellipsis
+        cut = head_tail(ids, budget, [-1])
+        k = cut.index(-1)
+        assert len(cut) == budget and cut[:k] == ids[:k] and cut[k + 1:] == ids[100 - (budget - 1 - k):]
+    with pytest.raises(ValueError):
+        head_tail(ids, 2, [-1])
