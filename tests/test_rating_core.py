@@ -112,3 +112,37 @@ def test_the_prompt_holds_the_text_and_the_template_and_long_texts_keep_head_and
         assert len(cut) == budget and cut[:k] == ids[:k] and cut[k + 1:] == ids[100 - (budget - 1 - k):]
     with pytest.raises(ValueError):
         head_tail(ids, 2, [-1])
+
+
+def test_constrained_decoding_matches_a_full_forward_pass_and_always_parses(tmp_path):
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.rating.answer import expected_scores
+    from pipeline.rating.constrained import SEPARATOR, constrained_answer, slot_token_ids
+    from pipeline.rating.prompt import ANSWER_SLOTS
+    from pipeline.scoring import core
+    from tests.helpers import make_tiny_model_dir
+    model_dir = make_tiny_model_dir(tmp_path / "tiny")
+    tokenizer = core.load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    prompt = core.encode(tokenizer, "the model and the data of the corpus score").ids
+    chosen, probs = constrained_answer(model, tokenizer, prompt, ANSWER_SLOTS)
+    parsed = parse_answer("\n".join(chosen))
+    assert parsed.ok and len(probs) == 15 and expected_scores(probs[1:]).shape == (14,)
+    # brute force: the whole answer in one forward pass; at each slot the choice is the likeliest
+    # allowed token and the probabilities are the softmax over the allowed tokens
+    allowed = slot_token_ids(tokenizer, ANSWER_SLOTS)
+    sep = tokenizer(SEPARATOR, add_special_tokens=False)["input_ids"]
+    ids, positions = list(prompt), []
+    for k, text in enumerate(chosen):
+        if k:
+            ids += sep
+        positions.append(len(ids) - 1)
+        ids.append(allowed[k][ANSWER_SLOTS[k].index(text)])
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    for k, position in enumerate(positions):
+        expected = torch.softmax(logits[position, allowed[k]], dim=-1).numpy()
+        np.testing.assert_allclose(probs[k], expected, atol=1e-5)
+        assert ANSWER_SLOTS[k][int(np.argmax(expected))] == chosen[k]
