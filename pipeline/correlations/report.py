@@ -4,7 +4,6 @@ page selector's held-out metrics. `curate correlate --report` shows it again fro
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from pipeline.errors import UserError
 from pipeline.stage import Report, StageResult
@@ -88,9 +87,8 @@ def stored_report(store: Store, name: str) -> Report:
     """The report of the correlate run `name` as the store holds it."""
     rel = ("correlations", name)
     if not store.exists(*rel, "_correlations.json"):
-        info = store.fs.get_file_info(pafs.FileSelector(store.path("correlations"), allow_not_found=True))
-        runs = [i.base_name for i in info if store.exists("correlations", i.base_name, "_correlations.json")]
-        raise UserError(f"no correlate run {name!r} in {store.uri}; runs there: {', '.join(runs) or 'none'} "
+        from pipeline.correlations.sources import stored_runs
+        raise UserError(f"no correlate run {name!r} in {store.uri}; runs there: {', '.join(stored_runs(store)) or 'none'} "
                         "(curate correlate writes one)")
     meta = store.read_json(*rel, "_correlations.json")
     return correlate_report(name, store.read_table(*rel, "estimates", "part-00000.parquet"),

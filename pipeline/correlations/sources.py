@@ -21,6 +21,14 @@ from pipeline.store import Store
 SMOLLM2 = "smollm2-135m"
 
 
+def stored_runs(store: Store, holding: str = "_correlations.json") -> list[str]:
+    """The names of the correlate runs in the store that hold `holding` (a file or table of the run)."""
+    import pyarrow.fs as pafs
+    info = store.fs.get_file_info(pafs.FileSelector(store.path("correlations"), allow_not_found=True))
+    return sorted(i.base_name for i in info if i.type == pafs.FileType.Directory
+                  and store.exists("correlations", i.base_name, holding))
+
+
 def docs_dataset(store: Store) -> ds.Dataset:
     parts = [store.path("docs", f) for f in store.list_files("docs", suffix=".parquet")]
     return ds.dataset(parts, filesystem=store.fs, format="parquet")

@@ -112,9 +112,8 @@ def page_score_run(config: Config, store: Store) -> str | None:
         raise UserError(f"select: correlation rules of one selection read one correlate run, got {', '.join(runs)}; "
                         "select with one, then narrow with a where rule over the `selections` view")
     if runs and not [f for f in store.list_files("correlations", runs[0], "page_scores") if f.startswith("part-")]:
-        info = store.fs.get_file_info(pafs.FileSelector(store.path("correlations"), allow_not_found=True))
-        found = sorted(i.base_name for i in info if i.type == pafs.FileType.Directory
-                       and store.list_files("correlations", i.base_name, "page_scores"))
+        from pipeline.correlations.sources import stored_runs
+        found = stored_runs(store, holding="page_scores")
         raise UserError(f"select: no page scores of correlate run {runs[0]!r} in {store.uri} "
                         f"(correlations/{runs[0]}/page_scores/): run `curate correlate` first (correlate.name "
                         f"{runs[0]}); runs with page scores: {', '.join(found) or 'none'}")
