@@ -25,6 +25,7 @@ from pipeline.distill import stage as distill
 from pipeline.errors import UserError
 from pipeline.export import stage as export
 from pipeline.ingest import stage as ingest
+from pipeline.rating import stage as rating
 from pipeline.scoring import stage as scoring
 from pipeline.selection import stage as selection
 from pipeline.stage import Report, StageResult
@@ -72,6 +73,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           distill.check_config, distill.report, distill.summary_row),
     Stage("correlate", "correlate", lambda c, p: correlate.run_correlate(c, _spark(c), progress=p),
           correlate.check_config, correlate.report, correlate.summary_row),
+    Stage("rate", "rate", lambda c, p: rating.run_rate(c, _spark(c), progress=p),
+          rating.check_config, rating.report, rating.summary_row),
     Stage("select", "select", lambda c, p: selection.run_select(c, overwrite=True),
           _no_check, selection.report, selection.summary_row),
     Stage("export", "export", lambda c, p: export.run_export(c, _spark(c), progress=p, overwrite=True),

@@ -169,10 +169,32 @@ PAGE_SCORES = _versioned("page_scores", 1, [
     pa.field("label", pa.string()),                         # include | exclude by its domain's weight; null if not in the matrix
 ])
 
+# One row per (doc_id, rater) (ratings/rater=<rater_id>/): a DataMan-style rating of the document,
+# by an LLM rater (decoding constrained | greedy) or a distilled student. The rater's identity is in
+# _rater.json there. Scores are integers 1-5 (higher is better); the expected scores are
+# sum_s s * p(s) over the rater's probabilities of "1".."5" at each score slot (a student predicts them).
+RATING_CRITERIA = ("accuracy", "coherence", "language_consistency", "semantic_density", "knowledge_novelty",
+                   "topic_focus", "creativity", "professionalism", "style_consistency", "grammatical_diversity",
+                   "structural_standardization", "originality", "sensitivity", "overall_score")
+RATINGS = _versioned("ratings", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("rater_id", pa.string(), nullable=False),      # short hash of the rater identity
+    pa.field("model_name", pa.string(), nullable=False),
+    pa.field("decoding", pa.string(), nullable=False),      # constrained | greedy | student
+    pa.field("domain", pa.string()),                        # the rater's domain letter A-O; null if not parsed
+    *[pa.field(name, pa.int8()) for name in RATING_CRITERIA],                  # 1-5; null if not parsed / not predicted
+    *[pa.field(f"{name}_expected", pa.float64()) for name in RATING_CRITERIA],  # 1.0-5.0
+    pa.field("answer", pa.string()),                        # the rater's raw answer (null for a student)
+    pa.field("parsed", pa.bool_(), nullable=False),         # the answer parsed (always, when constrained)
+    pa.field("error", pa.string()),                         # why not: the parser's message, or e.g. too_short
+    pa.field("n_text_tokens", pa.int64()),                  # tokens of the text in the prompt, after head+tail truncation
+    pa.field("truncated", pa.bool_()),                      # the text was cut to its head and tail
+])
+
 TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD,
           "scores": SCORES, "selection": SELECTION, "export_documents": EXPORT_DOCUMENTS, "bpb_matrix": BPB_MATRIX,
           "benchmark_results": BENCHMARK_RESULTS, "correlation_estimates": CORRELATION_ESTIMATES,
-          "page_scores": PAGE_SCORES}
+          "page_scores": PAGE_SCORES, "ratings": RATINGS}
 
 
 class SchemaError(ValueError):

@@ -77,6 +77,22 @@ SCORER = Sidecar("scorer", "scores/scorer=*/_scorer.json", 1, {
     "distilled": "a distilled student: {teacher (the teacher's identity), sample, features, target, seed}",
 })
 
+RATER = Sidecar("rater", "ratings/rater=*/_rater.json", 1, {
+    "rater_id": "16 hex of sha256 over the identity below (code_version excluded)",
+    "model_name": "curate_model.json's name, else the model directory's name",
+    "weights_sha256": "sha256 of the weights (of student.npz for a student)",
+    "tokenizer": "name@hash of the tokenizer files",
+    "backend": "torch | vllm | student",
+    "dtype": "float32 | bfloat16 | float16 (null for a student)",
+    "decoding": "constrained (only the answer's slot tokens compete) | greedy (free generation, parsed) | student",
+    "prompt_sha256": "sha256 of the prompt's instruction and answer template",
+    "text_tokens": "the text's token budget in the prompt (head + tail beyond it)",
+    "code_version": "the pipeline version that rated (not part of the id)",
+}, {
+    "model_path": "the model directory, when rated in-process",
+    "distilled": "a student: {rater (the LLM rater's identity), targets, sample, agreement}",
+})
+
 SELECTION = Sidecar("selection", "selections/*/_selection.json", 1, {
     "name": "the selection's name (its folder)",
     "selection_id": "short digest of the select config and the files it read",
@@ -172,7 +188,7 @@ CONVERTED_MODEL = Sidecar("converted_model", "<model dir>/curate_model.json", 1,
 })
 
 # Every sidecar in the store, for `sidecar_for`; model cards are found by their `kind`.
-STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
+STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, RATER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
                   EXPORT_MANIFEST, MIXTURE, CORRELATIONS)
 STUDENT_MODEL = Sidecar("student_model", "<model dir>/curate_model.json", 1, {
     "name": "the student's name (the scorer identity's model_name)", "kind": "distilled_student",

@@ -15,8 +15,13 @@ def random_texts(n: int, seed: int = 0) -> list[str]:
             for _ in range(n)]
 
 
-def make_tiny_model_dir(path):
-    """A tiny random LlamaForCausalLM (head_dim 32) with a byte-level BPE tokenizer, saved to `path`."""
+CHAT_TEMPLATE = ("{% for m in messages %}<bos>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<bos>assistant\n{% endif %}")
+
+
+def make_tiny_model_dir(path, chat: bool = False):
+    """A tiny random LlamaForCausalLM (head_dim 32) with a byte-level BPE tokenizer, saved to `path`;
+    `chat`: with a chat template (an instruct model's shape, for the rater)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -30,11 +35,13 @@ def make_tiny_model_dir(path):
     tok.train_from_iterator(random_texts(200, seed=1), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                    pad_token="<pad>")
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, head_dim=32,
-                         max_position_embeddings=256, initializer_range=0.2,
+                         max_position_embeddings=4096 if chat else 256, initializer_range=0.2,
                          bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
                          pad_token_id=fast.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(path)

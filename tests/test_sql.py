@@ -138,3 +138,24 @@ def test_correlate_views_only_when_their_files_exist(quarantine_store):
     assert {"correlations", "domain_weights"} <= set(views)
     assert not {"bpb_matrix", "benchmarks", "page_scores"} & set(views)
     assert con.execute("SELECT run, domain FROM domain_weights").fetchall() == [("solo", "a.org")]
+
+
+def test_ratings_are_one_view_across_raters(quarantine_store):
+    from tests.test_selection_rating import RATERS, write_ratings
+    _, views = connect(quarantine_store)
+    assert "ratings" not in views  # no ratings yet: no view, no error
+    ids = [f"{i:032x}" for i in range(40)]
+    for k, rid in enumerate(RATERS):
+        write_ratings(quarantine_store, rid, ids, seed=k, parts=k + 1)
+    junk = quarantine_store.path("ratings", f"rater={next(iter(RATERS))}", ".tmp-x-part-00009.parquet")
+    with open(junk, "wb") as f:
+        f.write(b"junk")
+    con, views = connect(quarantine_store)
+    assert "ratings" in views
+    rows = con.execute("""SELECT rater_id, model_name, decoding, count(*), count(DISTINCT doc_id),
+                                 count(*) FILTER (parsed), count(overall_score), min(domain), max(domain)
+                          FROM ratings GROUP BY ALL ORDER BY rater_id""").fetchall()
+    rated = [i for i in range(40) if i % 13 != 5]  # every 13th unrated, every 17th unparsed (write_ratings)
+    parsed = [i for i in rated if i % 17 != 4]
+    assert rows == sorted((rid, name, decoding, len(rated), len(rated), len(parsed), len(parsed), "A", "E")
+                          for rid, (name, decoding) in RATERS.items())

@@ -277,28 +277,6 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
 
 
 @app.command()
-def serve(model: str = typer.Option(..., "--model", "-m", help="model directory"),
-          engine: str = typer.Option("torch", "--engine", help="torch | vllm"),
-          device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
-          dtype: Optional[str] = typer.Option(None, "--dtype", help="default: float32 on CPU, bfloat16 on GPU"),
-          max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="default: the model's context, <= 1024"),
-          truncation: str = typer.Option("first_n", "--truncation", help="first_n | sliding"),
-          stride: int = typer.Option(512, "--stride"),
-          host: str = typer.Option("127.0.0.1", "--host"),
-          port: int = typer.Option(8000, "--port"),
-          token: Optional[str] = typer.Option(None, "--token", envvar="CURATE_SERVICE_TOKEN", help="bearer token"),
-          max_docs: int = typer.Option(256, "--max-docs", help="documents per request"),
-          max_doc_bytes: int = typer.Option(1_000_000, "--max-doc-bytes", help="bytes per document")):
-    """Run the scoring service: POST /v1/score, GET /healthz, /v1/models, /metrics."""
-    from pipeline.scoring.service import ServiceLimits
-    from pipeline.scoring.service import serve as run_service
-    run_service(engine, model, host=host, port=port, token=token,
-                limits=ServiceLimits(max_documents_per_request=max_docs, max_bytes_per_document=max_doc_bytes),
-                engine_options=dict(device=device, dtype=dtype, max_tokens=max_tokens, truncation=truncation,
-                                    stride=stride))
-
-
-@app.command()
 def sql(store: str = typer.Argument(..., help="the corpus store"),
         command: Optional[str] = typer.Option(None, "--command", "-c", help="run one query and exit"),
         fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
@@ -324,6 +302,7 @@ def sql(store: str = typer.Argument(..., help="the corpus store"),
 
 
 from pipeline.cli import correlate as _correlate  # noqa: E402,F401  (registers correlate and benchmark)
+from pipeline.cli import rate as _rate  # noqa: E402,F401  (registers rate and serve)
 
 
 def main() -> None:

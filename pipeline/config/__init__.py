@@ -6,18 +6,19 @@ fields through `apply_overrides(config, {"ingest.num_shards": 8, ...})`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import UserError
+from schemas import RATING_CRITERIA
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # selection/export/correlation names are folder names
+from pipeline.config.base import NAME_PATTERN, Strict
+from pipeline.config.select import (BandRule, BertinRule, CCNetRule, CorrelationRule, PercentileRule,  # noqa: F401
+                                    RatingRule, ScoreColumn, ScoreRule, SelectConfig, SelectionRule, WhereRule)
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+RatingName = Literal[RATING_CRITERIA]
 
 
 class FieldMapping(Strict):
@@ -117,6 +118,43 @@ class DistillConfig(Strict):
     max_chars: int = Field(2000, ge=100, description="characters of each document the student reads")
     hash_bits: int = Field(18, ge=8, le=24, description="2^hash_bits hashed columns per n-gram kind")
     alpha: float = Field(1.0, gt=0, description="ridge penalty of the n-gram model")
+
+
+class RateConfig(Strict):
+    """`curate rate`: DataMan-style ratings (14 criteria 1-5 and a domain letter) by an instruct LLM on a
+    stratified sample of the store, into store/ratings/rater=<id>/; then a cheap student per rating in
+    `students` learns them from the text and rates every document (rater=<student id>). On 2 CPU
+    cores SmolLM2-135M rates ~1 document/s at 256 text tokens; a student thousands."""
+    model: str = Field("smollm2-135m", description="the rater: an instruct model directory with a chat template "
+                                                   "(a DataMan checkpoint, with decoding: greedy), or smollm2-135m")
+    service_url: str | None = Field(None, description="rate through `curate serve --rater` at this URL instead")
+    service_token: str | None = Field(None, description="the service's bearer token")
+    engine: Literal["torch", "vllm"] = Field("torch", description="torch | vllm")
+    device: str = Field("cpu", description="cpu or cuda")
+    dtype: str | None = Field(None, description="default: float32 on CPU, bfloat16 on GPU")
+    decoding: Literal["constrained", "greedy"] = Field("constrained", description="constrained: only the answer's "
+                                                       "slot tokens compete (any instruct model); greedy: the model "
+                                                       "writes its answer, parsed strictly (DataMan checkpoints)")
+    text_tokens: int = Field(512, ge=16, description="tokens of a document in the prompt: its head and tail beyond "
+                                                     "this (DataMan: ~1.9k)")
+    token_budget: int = Field(8192, ge=64, description="padded prompt tokens per forward pass")
+    where: str | None = Field(None, description="a Spark SQL filter on docs")
+    group_by: str = Field("host", description="docs column the sample is stratified by")
+    sample_fraction: float = Field(0.05, gt=0, le=1, description="share of every group the LLM rates ...")
+    min_sample_docs: int = Field(200, ge=10, description="... but at least this many documents in all ...")
+    max_sample_docs: int = Field(5000, ge=10, description="... and at most this many (1.0 and a large max: "
+                                                          "the LLM rates everything)")
+    seed: int = Field(0, description="seed of the sample and the folds")
+    students: list[RatingName] = Field(default_factory=lambda: ["overall_score"], description="ratings a "
+                                       "student learns (from the LLM's expected scores) and predicts for every "
+                                       "document; [] rates the sample only")
+    folds: int = Field(5, ge=2, description="k-fold agreement of the students on held-out sample documents")
+    student_out: str | None = Field(None, description="the students' directory; default: "
+                                                      "<store>/models/rating-student")
+    docs_per_part: int = Field(64, ge=1, description="documents per written part")
+    flush_seconds: float = Field(30.0, ge=0, description="... or a part at the latest this long after the last")
+    request_docs: int | None = Field(None, ge=1, description="service: documents per request")
+    concurrency: int = Field(2, ge=1, description="service: requests in flight per Spark task")
 
 
 class LadderConfig(Strict):
@@ -246,106 +284,6 @@ class ReferenceConfig(Strict):
         return self.name or f"ref-llama-h{self.hidden_size}-l{self.num_layers}-v{self.vocab_size}-seed{self.seed}"
 
 
-# A scorer column, CCNet's perplexity, or a scorer column as a percentile (0-100) within the document's
-# host or domain among the scored documents of that group (pipeline.selection.rules.percentile_in_group).
-ScoreColumn = Literal["perplexity", "bits_per_byte", "nll_mean", "ccnet_perplexity",
-                      "perplexity_pct_in_host", "perplexity_pct_in_domain",
-                      "bits_per_byte_pct_in_host", "bits_per_byte_pct_in_domain",
-                      "nll_mean_pct_in_host", "nll_mean_pct_in_domain"]
-
-
-class WhereRule(Strict):
-    """Keep documents matching a DuckDB predicate over `candidates` (docs columns + the scorer's)."""
-    type: Literal["where"]
-    sql: str = Field(min_length=1, description="e.g. \"language = 'en' AND n_chars > 200\"")
-
-
-class ScoreRule(Strict):
-    score: ScoreColumn = Field("perplexity", description="the score column the thresholds are computed on")
-    by: str | None = Field(None, description="compute thresholds per value of this docs column "
-                                             "(domain, language, host, ...); default: one global distribution")
-    min_group_docs: int = Field(20, ge=1, description="with `by`: smaller groups use the thresholds of "
-                                                      "all documents together")
-
-
-class BandRule(ScoreRule):
-    """Ankner et al.: keep the `rate` lowest (low), middle (medium) or highest (high) scores."""
-    type: Literal["band"]
-    criterion: Literal["low", "medium", "high"]
-    rate: float = Field(gt=0, le=1, description="selection rate: the fraction kept")
-
-
-class PercentileRule(ScoreRule):
-    """Marion et al.: keep scores between two percentiles of the distribution (in percent)."""
-    type: Literal["percentile"]
-    lower: float = Field(0.0, ge=0, le=100)
-    upper: float = Field(100.0, ge=0, le=100)
-
-
-class CCNetRule(ScoreRule):
-    """CCNet: head below the cuts[0] percentile, middle below cuts[1], tail above; keep some buckets."""
-    type: Literal["ccnet"]
-    keep: list[Literal["head", "middle", "tail"]] = Field(default_factory=lambda: ["head", "middle"])
-    cuts: tuple[float, float] = (30.0, 60.0)
-    score: ScoreColumn = "ccnet_perplexity"
-    by: str | None = "language"
-
-
-class BertinRule(ScoreRule):
-    """BERTIN: keep each document with a probability shaped by its perplexity's quartile (stepwise)
-    or distance from the median (gaussian), scaled so the expected kept fraction is `rate`."""
-    type: Literal["bertin"]
-    method: Literal["stepwise", "gaussian"] = "gaussian"
-    rate: float = Field(gt=0, le=1)
-    width: float = Field(4.5, gt=0, description="gaussian width (BERTIN: 9/2)")
-
-
-class CorrelationRule(Strict):
-    """Thrush et al.: keep pages in descending score of a `curate correlate` run's page selector until a
-    keep fraction of the tokens (or a token budget) is reached."""
-    type: Literal["correlation"]
-    run: str = Field("default", pattern=NAME_PATTERN, description="the correlate run (correlate.name)")
-    keep_fraction: float | None = Field(None, gt=0, le=1)
-    token_budget: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _one_target(self):
-        if (self.keep_fraction is None) == (self.token_budget is None):
-            raise ValueError("give exactly one of keep_fraction and token_budget")
-        return self
-
-
-SelectionRule = Annotated[Union[WhereRule, BandRule, PercentileRule, CCNetRule, BertinRule, CorrelationRule],
-                          Field(discriminator="type")]
-
-
-class SelectConfig(Strict):
-    """`curate select`: rules applied in order; each one's thresholds come from the documents the
-    rules before it kept. Documents of a reference model's training split are excluded first."""
-    name: str = Field("default", pattern=NAME_PATTERN, description="store/selections/<name>/")
-    scorer: str | None = Field(None, description="a scorer id or model name in store/scores; default: "
-                                                 "the score stage's scorer, or the store's only one")
-    rules: list[SelectionRule] = Field(
-        default_factory=list,
-        description="empty: keep everything outside the reference split. Score rules take `score:` perplexity "
-                    "| bits_per_byte | nll_mean | ccnet_perplexity, or one of the first three normalised within "
-                    "the document's host or domain as <column>_pct_in_host | <column>_pct_in_domain (its "
-                    "percentile, 0-100, among the scored documents of that group: a band over it is taken "
-                    "across all groups), `by:` a docs column (domain, language, host, ...) and "
-                    "`min_group_docs:` (smaller groups use the global thresholds). `where` rules are DuckDB "
-                    "predicates over `candidates`: docs columns, the scorer's columns and the _pct_in_ ones",
-        json_schema_extra={"examples": [
-            {"type": "where", "sql": "language = 'en' AND n_chars >= 200"},
-            {"type": "band", "criterion": "medium", "rate": 0.5},
-            {"type": "band", "criterion": "medium", "rate": 0.5, "score": "perplexity_pct_in_host"},
-            {"type": "percentile", "lower": 25, "upper": 75, "by": "domain"},
-            {"type": "ccnet", "keep": ["head", "middle"], "cuts": [30, 60], "by": "language"},
-            {"type": "bertin", "method": "gaussian", "rate": 0.5, "width": 4.5}]})
-    exclude_reference_split: bool = Field(True, description="drop the documents the scorer's model trained on "
-                                                             "(when it is a reference model trained on the store)")
-    seed: int = Field(0, description="seeds the random draws of BERTIN sampling")
-
-
 class ExportConfig(Strict):
     """`curate export`: the kept documents of a selection as training shards plus manifest.json."""
     name: str = Field("default", pattern=NAME_PATTERN, description="store/exports/<name>/")
@@ -391,6 +329,7 @@ class Config(Strict):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     correlate: CorrelateConfig = Field(default_factory=CorrelateConfig)
+    rate: RateConfig = Field(default_factory=RateConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     stages: list[str] = Field(default_factory=lambda: ["ingest", "distill", "select", "export"],

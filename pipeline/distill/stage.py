@@ -71,31 +71,36 @@ def settings(config: Config) -> core.StudentSettings:
 
 
 def draw_sample(spark, config: Config) -> tuple[list[str], dict]:
-    """The sample's doc ids (sorted) and how it was drawn: sample_fraction of every group, raised to
-    min_sample_docs in all and capped at max_sample_docs (never more than the documents)."""
+    """The teacher's sample: distill.sample_fraction of every distill.group_by group among the documents
+    score.where admits (`stratified_doc_sample`)."""
     d = config.distill
-    docs = spark.read.parquet(Store(config.store).spark_path("docs", "part-*.parquet"))
-    if d.group_by not in docs.columns:
-        raise UserError(f"distill.group_by {d.group_by!r} is not a docs column; docs columns: {', '.join(docs.columns)}")
-    if config.score.where:
-        docs = docs.where(config.score.where)
-    frame = docs.select("doc_id", d.group_by).toPandas()
+    return stratified_doc_sample(spark, config.store, config.score.where, d.group_by, d.sample_fraction,
+                                 d.min_sample_docs, d.max_sample_docs, d.seed, STAGE)
+
+
+def stratified_doc_sample(spark, store: str, where: str | None, group_by: str, fraction: float, min_docs: int,
+                          max_docs: int, seed: int, stage: str) -> tuple[list[str], dict]:
+    """The sample's doc ids (sorted) and how it was drawn: `fraction` of every group, raised to
+    `min_docs` in all and capped at `max_docs` (never more than the documents)."""
+    docs = spark.read.parquet(Store(store).spark_path("docs", "part-*.parquet"))
+    if group_by not in docs.columns:
+        raise UserError(f"{stage}.group_by {group_by!r} is not a docs column; docs columns: {', '.join(docs.columns)}")
+    if where:
+        docs = docs.where(where)
+    frame = docs.select("doc_id", group_by).toPandas()
     ids = frame["doc_id"].to_numpy(dtype=object)
-    groups = frame[d.group_by].to_numpy(dtype=object)
+    groups = frame[group_by].to_numpy(dtype=object)
     n = len(ids)
     if n == 0:
-        raise UserError("distill: no documents to sample" + (f" (score.where {config.score.where!r})"
-                                                              if config.score.where else ""))
-    target = min(n, d.max_sample_docs, max(d.min_sample_docs, int(np.ceil(d.sample_fraction * n))))
-    fraction = min(1.0, target / n)
-    chosen = core.stratified_sample(ids, groups, fraction, d.seed, min_per_group=1)
+        raise UserError(f"{stage}: no documents to sample" + (f" (where {where!r})" if where else ""))
+    target = min(n, max_docs, max(min_docs, int(np.ceil(fraction * n))))
+    chosen = core.stratified_sample(ids, groups, min(1.0, target / n), seed, min_per_group=1)
     if len(chosen) > target:   # rounding up per group overshoots: keep the smallest keys overall
-        keys = seeded_keys(list(ids[chosen]), f"sample:{d.seed}")
+        keys = seeded_keys(list(ids[chosen]), f"sample:{seed}")
         chosen = np.sort(chosen[np.argsort(keys, kind="stable")[:target]])
     sample = sorted(ids[chosen].tolist())
-    info = {"group_by": d.group_by, "fraction": d.sample_fraction, "min_docs": d.min_sample_docs,
-            "max_docs": d.max_sample_docs, "seed": d.seed, "n_docs": len(sample),
-            "n_groups": int(len(set(map(str, groups[chosen])))), "of_docs": n,
+    info = {"group_by": group_by, "fraction": fraction, "min_docs": min_docs, "max_docs": max_docs, "seed": seed,
+            "n_docs": len(sample), "n_groups": int(len(set(map(str, groups[chosen])))), "of_docs": n,
             "doc_ids_sha256": short_digest(sample)}
     return sample, info
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SEPARATOR = "\n"
+from pipeline.rating.prompt import SEPARATOR
 
 
 def slot_token_ids(tokenizer, slots: Sequence[Sequence[str]]) -> list[list[int]]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pipeline.rating.answer import CRITERIA, DOMAINS, SCORES
 
 ELLIPSIS = "..."
+SEPARATOR = "\n"
 ANSWER_SLOTS: tuple[tuple[str, ...], ...] = (tuple(DOMAINS), *([SCORES] * len(CRITERIA)))
 
 
@@ -47,3 +48,12 @@ def head_tail(ids: Sequence[int], budget: int, ellipsis_ids: Sequence[int]) -> l
 def build_prompt(text: str) -> str:
     """The user message of the rater (the text already cut to its budget by `head_tail`)."""
     return f"{instruction()}\n\nText:\n{text}\n\n{template()}"
+
+
+
+def fixed_texts() -> list[str]:
+    """The fixed text before each slot of a constrained answer: the answer DataMan raters write (the
+    letter, then one score per line). Tried here on SmolLM2-135M: filling in the labelled template
+    instead (`Domain:E`, `[1]Accuracy:4/5`, or `Accuracy: 4`) makes it repeat its first score down all
+    fourteen slots (and copy digits from a table); bare lines rank documentation above junk."""
+    return ["", *([SEPARATOR] * len(CRITERIA))]

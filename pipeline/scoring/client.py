@@ -45,6 +45,8 @@ class ScoringClient:
     up to `1 + retries` times, waiting backoff_s * 2**attempt (capped at 30 s) between tries.
     """
 
+    PATH = "/v1/score"
+
     def __init__(self, base_url: str, token: str | None = None, batch_size: int | None = None,
                  max_concurrency: int = 4, timeout_s: float = 120, retries: int = 4,
                  backoff_s: float = 0.5):
@@ -68,19 +70,30 @@ class ScoringClient:
         """The service's scorer identity (GET /v1/models), fetched once."""
         if self._identity is None:
             info = self._request("GET", "/v1/models")
-            known = {f.name for f in fields(ScorerIdentity)}
-            try:
-                identity = ScorerIdentity(**{k: v for k, v in info.items() if k in known})
-            except (TypeError, ValueError) as e:
-                raise UserError(f"scoring service at {self.base_url} sent an identity this client "
-                                f"cannot read ({e}); are both on the same pipeline version?") from e
-            if info.get("scorer_id") not in (None, identity.scorer_id):
-                raise UserError(f"scoring service at {self.base_url} names its scorer {info['scorer_id']} "
-                                f"but this client computes {identity.scorer_id} from the same identity: "
-                                "run the same pipeline version on both sides")
+            identity = self._read_identity(info)
             self._limits = info.get("limits") or {}
             self._identity = identity
         return self._identity
+
+    def _read_identity(self, info: dict) -> ScorerIdentity:
+        known = {f.name for f in fields(ScorerIdentity)}
+        try:
+            identity = ScorerIdentity(**{k: v for k, v in info.items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise UserError(f"scoring service at {self.base_url} sent an identity this client "
+                            f"cannot read ({e}); are both on the same pipeline version?") from e
+        if info.get("scorer_id") not in (None, identity.scorer_id):
+            raise UserError(f"scoring service at {self.base_url} names its scorer {info['scorer_id']} "
+                            f"but this client computes {identity.scorer_id} from the same identity: "
+                            "run the same pipeline version on both sides")
+        return identity
+
+    def _cut(self, text: str) -> str:
+        """The text as the engine reads it (cut to the scorer's character limit)."""
+        return core.truncate_text(text, self.identity)
+
+    def _limit_row(self, doc_id: str, n_bytes: int, reason: str) -> dict:
+        return core.error_row(doc_id, self.identity, 0, n_bytes, reason)
 
     @property
     def request_docs(self) -> int:
@@ -91,7 +104,11 @@ class ScoringClient:
         return min(wanted, limit) if limit else wanted
 
     def score(self, docs: list[tuple[str, str]]) -> list[dict]:
-        """(doc_id, text) pairs in, one `schemas.SCORES` row per document out, in input order.
+        """(doc_id, text) pairs in, one `schemas.SCORES` row per document out, in input order."""
+        return self._process(docs)
+
+    def _process(self, docs: list[tuple[str, str]]) -> list[dict]:
+        """One row per document, in input order, through `PATH`.
 
         A document the service's limits leave no way to send gets a `too_large` error row here, so
         one oversized page cannot fail a whole scoring job. On a failure, the rows of the requests
@@ -144,24 +161,24 @@ class ScoringClient:
     def _batches(self, docs: list[tuple[str, str]], rows: list[dict | None]) -> list[tuple[list[int], bytes]]:
         """(document indices, request body) per request, in order, within the service's limits; a
         document that fits no request gets its too_large row in `rows` instead."""
-        identity, max_docs = self.identity, self.request_docs
+        max_docs = self.request_docs
         max_doc_bytes = self._limits.get("max_bytes_per_document")
         max_body = self._limits.get("max_request_bytes")
         batches: list[tuple[list[int], list[bytes]]] = []
         size = 0
         for i, (doc_id, text) in enumerate(docs):
-            text = core.truncate_text(text, identity)      # the engine reads no more than this
+            text = self._cut(text)      # the engine reads no more than this
             piece = json.dumps({"doc_id": doc_id, "text": text}, separators=(",", ":")).encode()
             if max_doc_bytes and len(text) * 4 > max_doc_bytes:   # UTF-8: at most 4 bytes a character
                 n_bytes = len(text.encode("utf-8", "surrogatepass"))
                 if n_bytes > max_doc_bytes:
-                    rows[i] = core.error_row(doc_id, identity, 0, n_bytes, f"{core.LIMIT_ERROR}: {n_bytes} bytes > "
-                                             f"the service's max_bytes_per_document ({max_doc_bytes})")
+                    rows[i] = self._limit_row(doc_id, n_bytes, f"{core.LIMIT_ERROR}: {n_bytes} bytes > "
+                                              f"the service's max_bytes_per_document ({max_doc_bytes})")
                     continue
             if max_body and _BODY_FRAME + len(piece) > max_body:
-                rows[i] = core.error_row(doc_id, identity, 0, len(text.encode("utf-8", "surrogatepass")),
-                                         f"{core.LIMIT_ERROR}: a request of this document alone is over the "
-                                         f"service's max_request_bytes ({max_body})")
+                rows[i] = self._limit_row(doc_id, len(text.encode("utf-8", "surrogatepass")),
+                                          f"{core.LIMIT_ERROR}: a request of this document alone is over the "
+                                          f"service's max_request_bytes ({max_body})")
                 continue
             if (not batches or len(batches[-1][0]) == max_docs
                     or (max_body and size + 1 + len(piece) > max_body)):
@@ -175,7 +192,7 @@ class ScoringClient:
     def _score_batch(self, docs: list[tuple[str, str]], indices: list[int], body: bytes,
                      rows: list[dict | None]) -> None:
         """POST one request (the documents at `indices`) and put its rows there in `rows`."""
-        answer = self._request("POST", "/v1/score", content=body, headers={"Content-Type": "application/json"})
+        answer = self._request("POST", self.PATH, content=body, headers={"Content-Type": "application/json"})
         batch_rows = answer["rows"]
         if [r["doc_id"] for r in batch_rows] != [docs[i][0] for i in indices]:
             raise UserError(f"scoring service at {self.base_url} answered {len(batch_rows)} rows for "

@@ -2,7 +2,10 @@
 
 Endpoints
   POST /v1/score   {"documents": [{"doc_id", "text"}, ...]} -> {"scorer_id", "rows": [SCORES rows], "elapsed_s"}
-  GET  /v1/models  the scorer identity (ScorerIdentity.to_dict()), the limits, token-NLL support.
+  POST /v1/rate    the same request -> {"rater_id", "rows": [RATINGS rows], "elapsed_s"}: the rater's answer
+                   generated on the same model (constrained or greedy decoding), when served with one
+  GET  /v1/models  the scorer identity (ScorerIdentity.to_dict()), the limits, and "rater": the rater's
+                   identity (RaterIdentity.to_dict()) or null.
   GET  /healthz    {"status": "ok"}; never needs the token, never waits for the engine.
   GET  /metrics    Prometheus text format (prometheus_client; see `Metrics`).
 
@@ -34,11 +37,13 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.scoring import core
+from pipeline.rating.rater import cut_text
 from pipeline.scoring.engines import Engine, load_engine
 
 log = logging.getLogger("curate.service")
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz"})
+WORK_PATHS = frozenset({"/v1/score", "/v1/rate"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -76,12 +81,13 @@ class Metrics:
     process never share counts), with the process and platform metrics of prometheus_client.
 
     curate_documents_total               documents scored (rows returned, error rows included)
+    curate_rated_documents_total         documents rated (rows returned, unparsed answers included)
     curate_tokens_total                  tokens whose NLL was computed (sum of n_predicted)
-    curate_requests_total{status}        /v1/score requests by HTTP status (401 included)
-    curate_request_errors_total          /v1/score requests answered with a status >= 400
+    curate_requests_total{status}        /v1/score and /v1/rate requests by HTTP status (401 included)
+    curate_request_errors_total          such requests answered with a status >= 400
     curate_unauthorized_requests_total   requests to any path refused for a missing or wrong token
-    curate_request_seconds               /v1/score latency, histogram (queueing for the engine included)
-    curate_requests_in_flight            /v1/score requests being read, queued or scored now
+    curate_request_seconds               their latency, histogram (queueing for the engine included)
+    curate_requests_in_flight            such requests being read, queued or worked on now
     """
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS):
@@ -92,6 +98,8 @@ class Metrics:
         PlatformCollector(registry=registry)
         self.documents = Counter("curate_documents", "Documents scored (error rows included).", registry=registry)
         self.tokens = Counter("curate_tokens", "Tokens whose NLL was computed.", registry=registry)
+        self.rated = Counter("curate_rated_documents", "Documents rated (unparsed answers included).",
+                             registry=registry)
         self.requests = Counter("curate_requests", "Scoring requests by HTTP status.", ["status"], registry=registry)
         self.errors = Counter("curate_request_errors", "Scoring requests answered with an error.",
                               registry=registry)
@@ -121,9 +129,9 @@ class Metrics:
 
 # --------------------------------------------------------------------------- the app
 
-def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str | None = None):
-    """A FastAPI app serving `engine`. `token`: when set, every path but /healthz needs
-    `Authorization: Bearer <token>`."""
+def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str | None = None, rater=None):
+    """A FastAPI app serving `engine` (and `rater`, a rater on the same model, at /v1/rate). `token`:
+    when set, every path but /healthz needs `Authorization: Bearer <token>`."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, ValidationError
@@ -165,7 +173,7 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
     @app.middleware("http")
     async def measure_then_authenticate(request: Request, call_next):
         # Measured before authentication, so refused scoring requests count among the requests too.
-        if request.url.path != "/v1/score":
+        if request.url.path not in WORK_PATHS:
             return await authenticate(request, call_next)
         started = time.perf_counter()
         metrics.in_flight.inc()
@@ -184,38 +192,58 @@ def create_app(engine: Engine, limits: ServiceLimits | None = None, token: str |
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {**identity.to_dict(), "limits": asdict(limits)}
+        return {**identity.to_dict(), "limits": asdict(limits),
+                "rater": rater.identity.to_dict() if rater is not None else None}
 
     @app.get("/metrics")
     async def prometheus_metrics(request: Request) -> Response:
         body, content_type = metrics.render(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
+    async def documents_of(request: Request, cut) -> list[tuple[str, str]]:
+        body = await _read_body(request, limits.max_request_bytes)
+        try:
+            parsed = await run_in_threadpool(ScoreRequest.model_validate_json, body)
+        except ValidationError as e:
+            raise RequestRejected(422, f"not a valid request: {_first_errors(e)}") from e
+        # Cut as the engine will (it cuts again, to the same text): limits apply to what is read.
+        docs = [(d.doc_id, cut(d.text)) for d in parsed.documents]
+        _check_documents(docs, limits)
+        return docs
+
+    async def on_engine_thread(work, docs: list[tuple[str, str]]) -> tuple[list[dict], float]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(engine_thread, _timed, work, docs)
+        except Exception as e:   # the engine's own failure: the client may retry (5xx)
+            log.exception("engine failed on a batch of %d documents", len(docs))
+            raise RequestRejected(500, f"engine failed: {type(e).__name__}: {e}") from e
+
+    def rows_response(key: str, value: str, rows: list[dict], elapsed: float) -> Response:
+        # allow_nan: an overflowing perplexity is inf; Python's json reads it back exactly.
+        return Response(json.dumps({key: value, "rows": rows, "elapsed_s": elapsed}, allow_nan=True,
+                                   separators=(",", ":")), media_type="application/json")
+
     @app.post("/v1/score")
     async def score(request: Request) -> Response:
         try:
-            body = await _read_body(request, limits.max_request_bytes)
-            try:
-                parsed = await run_in_threadpool(ScoreRequest.model_validate_json, body)
-            except ValidationError as e:
-                raise RequestRejected(422, f"not a valid scoring request: {_first_errors(e)}") from e
-            # Cut as the engine will (it cuts again, to the same text): limits apply to what is read.
-            docs = [(d.doc_id, core.truncate_text(d.text, identity)) for d in parsed.documents]
-            _check_documents(docs, limits)
-            loop = asyncio.get_running_loop()
-            try:
-                rows, elapsed = await loop.run_in_executor(
-                    engine_thread, _run_engine, engine, docs)
-            except Exception as e:   # the engine's own failure: the client may retry (5xx)
-                log.exception("engine failed on a batch of %d documents", len(docs))
-                raise RequestRejected(500, f"engine failed: {type(e).__name__}: {e}") from e
+            docs = await documents_of(request, lambda text: core.truncate_text(text, identity))
+            rows, elapsed = await on_engine_thread(engine.score, docs)
         except RequestRejected as e:
             return e.response()
         metrics.add_rows(rows)
-        content = {"scorer_id": identity.scorer_id, "rows": rows, "elapsed_s": elapsed}
-        # allow_nan: an overflowing perplexity is inf; Python's json reads it back exactly.
-        return Response(json.dumps(content, allow_nan=True, separators=(",", ":")),
-                        media_type="application/json")
+        return rows_response("scorer_id", identity.scorer_id, rows, elapsed)
+
+    @app.post("/v1/rate")
+    async def rate(request: Request) -> Response:
+        try:
+            if rater is None:
+                raise RequestRejected(404, "this service has no rater: start it with `curate serve --rater`")
+            docs = await documents_of(request, lambda text: cut_text(text, rater.identity.text_tokens))
+            rows, elapsed = await on_engine_thread(rater.rate, docs)
+        except RequestRejected as e:
+            return e.response()
+        metrics.rated.inc(len(rows))
+        return rows_response("rater_id", rater.identity.rater_id, rows, elapsed)
 
     return app
 
@@ -253,10 +281,10 @@ def _check_documents(docs: list[tuple[str, str]], limits: ServiceLimits) -> None
                                       "max_bytes_per_document")
 
 
-def _run_engine(engine: Engine, docs: list[tuple[str, str]]) -> tuple[list[dict], float]:
-    """Score on the engine thread."""
+def _timed(work, docs: list[tuple[str, str]]) -> tuple[list[dict], float]:
+    """`work(docs)` (score or rate) on the engine thread, and how long it took."""
     started = time.perf_counter()
-    rows = engine.score(docs)
+    rows = work(docs)
     return rows, time.perf_counter() - started
 
 
@@ -270,15 +298,21 @@ def _first_errors(error, n: int = 3) -> str:
 
 def serve(engine_name: str, model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, limits: ServiceLimits | None = None,
-          engine_options: dict[str, Any] | None = None, log_level: str = "info") -> None:
-    """Load the engine once and serve it with uvicorn until interrupted (`curate serve`)."""
+          engine_options: dict[str, Any] | None = None, log_level: str = "info",
+          rater_options: dict[str, Any] | None = None) -> None:
+    """Load the engine once and serve it with uvicorn until interrupted (`curate serve`); with
+    `rater_options` (decoding, text_tokens, token_budget) a rater on the same loaded model too."""
     import uvicorn
 
     _check_port_free(host, port)   # fail before minutes of model loading, not after
     if token is None and not _is_loopback(host):
         log.warning("serving on %s without a token: anyone who can reach it can use the engine", host)
     engine = load_engine(engine_name, model_dir, **(engine_options or {}))
-    app = create_app(engine, limits or ServiceLimits(), token)
+    rater = None
+    if rater_options is not None:
+        from pipeline.rating.engines import rater_on
+        rater = rater_on(engine, model_dir, **rater_options)
+    app = create_app(engine, limits or ServiceLimits(), token, rater=rater)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -97,40 +97,51 @@ def _chunks(items: Iterable[T], n: int) -> Iterator[list[T]]:
 
 
 def score_partitions(store_uri: str, cfg_json: str, scorer_id: str, run_id: str, num_threads: int, docs_done):
-    """mapInPandas function: score this partition's documents and write them part by part, adding
-    each written part's documents to the accumulator `docs_done` (progress)."""
-    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from pyspark import TaskContext
+    """mapInPandas function: score this partition's documents into scores/scorer=<id>/, part by part."""
+    def setup():
         cfg = ScoreConfig.model_validate_json(cfg_json)
-        store = Store(store_uri)
         scorer = _scorer(cfg_json, num_threads, scorer_id)
         if scorer.identity.scorer_id != scorer_id:  # the service or model changed under a running job
             raise UserError(f"scorer identity changed: expected {scorer_id}, got {scorer.identity.scorer_id}")
-        scorer_rel = ("scores", f"scorer={scorer_id}")
-        prefix = f"part-{run_id}-{TaskContext.get().partitionId():05d}-"
-        # A retried task finds the parts its earlier attempts wrote (their cuts differ: parts are also
-        # written on time and on failure): it skips their documents and numbers its parts after them.
-        earlier = [p for p in store.list_files(*scorer_rel, suffix=".parquet") if p.startswith(prefix)]
-        written = _doc_ids(store, scorer_rel, earlier)
-        part_numbers = itertools.count(max((int(p[len(prefix):-len(".parquet")]) for p in earlier), default=-1) + 1)
-        last = [time.perf_counter()]
-
-        def write_part(rows: list[dict]) -> pd.DataFrame:
-            store.write_table(pa.Table.from_pylist(rows, schema=schemas.SCORES), schemas.SCORES,
-                              *scorer_rel, f"{prefix}{next(part_numbers):05d}.parquet")
-            docs_done.add(len(rows))
-            now = time.perf_counter()
-            seconds, last[0] = now - last[0], now   # the task's time since its last part
-            return pd.DataFrame({"n_docs": [len(rows)], "n_errors": [sum(r["error"] is not None for r in rows)],
-                                 "n_tokens": [sum(r["n_predicted"] for r in rows)], "seconds": [seconds]})
-
         if cfg.service_url:   # one request per connection in each call
             call_docs = scorer.request_docs * cfg.concurrency
         else:
             call_docs = min(cfg.docs_per_part, ENGINE_CALL_DOCS)
+        return scorer.score, call_docs
+    cfg = ScoreConfig.model_validate_json(cfg_json)
+    return partitions_in_parts(store_uri, ("scores", f"scorer={scorer_id}"), schemas.SCORES, run_id, docs_done,
+                               setup, cfg.docs_per_part, cfg.flush_seconds, "n_predicted")
+
+
+def partitions_in_parts(store_uri: str, rel: tuple[str, ...], schema: pa.Schema, run_id: str, docs_done,
+                        setup: Callable, docs_per_part: int, flush_seconds: float, tokens_key: str):
+    """mapInPandas function of a per-document job (scoring, rating): `setup()`, in the task, returns
+    (process: (doc_id, text) pairs -> rows, documents per call); rows are written under `rel` part by part
+    (`score_in_parts`), each written part's documents added to the accumulator `docs_done` (progress)."""
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+        store = Store(store_uri)
+        process, call_docs = setup()
+        prefix = f"part-{run_id}-{TaskContext.get().partitionId():05d}-"
+        # A retried task finds the parts its earlier attempts wrote (their cuts differ: parts are also
+        # written on time and on failure): it skips their documents and numbers its parts after them.
+        earlier = [p for p in store.list_files(*rel, suffix=".parquet") if p.startswith(prefix)]
+        written = _doc_ids(store, rel, earlier)
+        part_numbers = itertools.count(max((int(p[len(prefix):-len(".parquet")]) for p in earlier), default=-1) + 1)
+        last = [time.perf_counter()]
+
+        def write_part(rows: list[dict]) -> pd.DataFrame:
+            store.write_table(pa.Table.from_pylist(rows, schema=schema), schema, *rel,
+                              f"{prefix}{next(part_numbers):05d}.parquet")
+            docs_done.add(len(rows))
+            now = time.perf_counter()
+            seconds, last[0] = now - last[0], now   # the task's time since its last part
+            return pd.DataFrame({"n_docs": [len(rows)], "n_errors": [sum(r["error"] is not None for r in rows)],
+                                 "n_tokens": [sum(r[tokens_key] or 0 for r in rows)], "seconds": [seconds]})
+
         docs = ((doc_id, text) for frame in frames for doc_id, text in zip(frame["doc_id"], frame["text"])
                 if doc_id not in written)
-        yield from score_in_parts(docs, scorer.score, write_part, call_docs, cfg.docs_per_part, cfg.flush_seconds)
+        yield from score_in_parts(docs, process, write_part, call_docs, docs_per_part, flush_seconds)
     return run
 
 
@@ -141,7 +152,7 @@ def _doc_ids(store: Store, rel: tuple[str, ...], names: list[str]) -> set[str]:
     return set(dataset.to_table(columns=["doc_id"])["doc_id"].to_pylist())
 
 
-def drop_limit_errors(store: Store, rel: tuple[str, ...]) -> int:
+def drop_limit_errors(store: Store, rel: tuple[str, ...], schema: pa.Schema = schemas.SCORES) -> int:
     """Take the rows of limit-caused errors (`core.is_limit_error`) out of the parts in `rel`, each part
     rewritten atomically (deleted when nothing else is left), so that resume scores those documents
     again and their new rows replace them, never beside them. Returns how many rows were taken out."""
@@ -155,7 +166,7 @@ def drop_limit_errors(store: Store, rel: tuple[str, ...]) -> int:
         table = store.read_table(*rel, name)
         kept = table.filter(pc.field("error").is_null() | ~limit_error)
         if kept.num_rows:
-            store.write_table(kept, schemas.SCORES, *rel, name)
+            store.write_table(kept, schema, *rel, name)
         else:
             store.delete(*rel, name)
     return len(hits)
@@ -183,47 +194,15 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         store.write_json(sidecars.SCORER, {**identity.to_dict(), **where}, *scorer_rel, "_scorer.json")
         store.clear_temporary(*scorer_rel)  # one scorer's parts are written by one job at a time
         drop_limit_errors(store, scorer_rel)  # before resume reads what is done: those are not
-        docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
-        if cfg.where:
-            try:
-                docs = docs.where(cfg.where)
-            except Exception as e:  # AnalysisException: an unknown column or bad syntax
-                raise UserError(f"score.where {cfg.where!r} is not a valid filter on docs: "
-                                f"{str(e).splitlines()[0]}") from None
-        docs = docs.select("doc_id", "text")
-        if doc_ids is not None:
-            wanted = spark.createDataFrame([(d,) for d in doc_ids], "doc_id string")
-            docs = docs.join(wanted, "doc_id", "left_semi")
-        n_selected = docs.count()
-        done_parts = store.list_files(*scorer_rel, suffix=".parquet")
-        if done_parts:
-            done = spark.read.parquet(*[store.spark_path(*scorer_rel, p) for p in done_parts]).select("doc_id")
-            docs = docs.join(done, "doc_id", "left_anti")
-        n_todo = docs.count()
+        docs, n_selected, n_todo = pending_docs(spark, store, scorer_rel, cfg.where, "score.where", doc_ids)
         if progress:
             progress("score", 0, n_todo)
         parallelism = spark.sparkContext.defaultParallelism
         num_threads = max(1, (os.cpu_count() or 1) // parallelism) if config.spark.master.startswith("local") else 0
-        # At least one partition per task slot (no idle cores); more for finer progress, up to a bound
-        # (a partition streams its documents, so its size does not matter for memory).
-        n_partitions = max(1, min(n_todo, max(parallelism, min(math.ceil(n_todo / cfg.docs_per_part),
-                                                                 64 * parallelism))))
         docs_done = spark.sparkContext.accumulator(0)
         fn = score_partitions(store.uri, cfg.model_dump_json(), scorer_id, run.run_id, num_threads or 1, docs_done)
-        scored = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
-        if n_todo:
-            parts = (docs.repartition(n_partitions, "doc_id").sortWithinPartitions("doc_id")
-                     .mapInPandas(fn, _COUNTS_SCHEMA))
-
-            def failure(reason: str) -> str:  # counted after the cancelled tasks have stopped
-                kept = len(store.list_files(*scorer_rel, suffix=".parquet"))
-                return (f"scoring failed: {reason}. The {kept} part file(s) already written are kept; "
-                        "re-run the same command to resume.")
-            report = (lambda: progress("score", docs_done.value, n_todo)) if progress else (lambda: None)
-            with run.phase("score"):
-                rows = run_action(spark, f"curate-score-{run.run_id}", f"score {scorer_id}", parts.collect,
-                                  report, failure)
-            scored = {key: sum(row[key] for row in rows) for key in scored}
+        scored = run_in_parts(spark, run, scorer_rel, docs, n_todo, cfg.docs_per_part, fn, docs_done,
+                              f"score {scorer_id}", "score", progress)
         elapsed = time.time() - run.started
         part_files = [store.path(*scorer_rel, p) for p in store.list_files(*scorer_rel, suffix=".parquet")]
         tokens_total = int(pc.sum(ds.dataset(part_files, filesystem=store.fs, format="parquet")
@@ -234,6 +213,53 @@ def run_score(config: Config, spark, progress: Callable[[str, int, int], None] |
         tokens_per_s = round(scored["n_tokens"] / elapsed, 1) if elapsed and scored["n_tokens"] else 0.0
         run.timings.update(engine_s=round(scored["seconds"], 3), tokens_per_s=tokens_per_s)
         return run.finish(counts, scorer_id=scorer_id, identity=identity.to_dict())
+
+
+def pending_docs(spark, store: Store, rel: tuple[str, ...], where: str | None, where_key: str,
+                 doc_ids: list[str] | None = None):
+    """(doc_id, text) of the documents `where` admits (only `doc_ids` of them when given) that have no
+    row under `rel` yet; with how many were selected and how many are left."""
+    docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
+    if where:
+        try:
+            docs = docs.where(where)
+        except Exception as e:  # AnalysisException: an unknown column or bad syntax
+            raise UserError(f"{where_key} {where!r} is not a valid filter on docs: "
+                            f"{str(e).splitlines()[0]}") from None
+    docs = docs.select("doc_id", "text")
+    if doc_ids is not None:
+        wanted = spark.createDataFrame([(d,) for d in doc_ids], "doc_id string")
+        docs = docs.join(wanted, "doc_id", "left_semi")
+    n_selected = docs.count()
+    done_parts = store.list_files(*rel, suffix=".parquet")
+    if done_parts:
+        done = spark.read.parquet(*[store.spark_path(*rel, p) for p in done_parts]).select("doc_id")
+        docs = docs.join(done, "doc_id", "left_anti")
+    return docs, n_selected, docs.count()
+
+
+def run_in_parts(spark, run: StageRun, rel: tuple[str, ...], docs, n_todo: int, docs_per_part: int, fn,
+                 docs_done, label: str, phase: str, progress: Callable | None) -> dict:
+    """Run `fn` (`partitions_in_parts`) over the pending `docs`; the summed counts of the parts written.
+    `label` starts with the verb (score, rate) that names a failure ("scoring failed: ...")."""
+    store = run.store
+    parallelism = spark.sparkContext.defaultParallelism
+    # At least one partition per task slot (no idle cores); more for finer progress, up to a bound
+    # (a partition streams its documents, so its size does not matter for memory).
+    n_partitions = max(1, min(n_todo, max(parallelism, min(math.ceil(n_todo / docs_per_part), 64 * parallelism))))
+    done = {"n_docs": 0, "n_errors": 0, "n_tokens": 0, "seconds": 0.0}
+    if not n_todo:
+        return done
+    parts = docs.repartition(n_partitions, "doc_id").sortWithinPartitions("doc_id").mapInPandas(fn, _COUNTS_SCHEMA)
+
+    def failure(reason: str) -> str:  # counted after the cancelled tasks have stopped
+        kept = len(store.list_files(*rel, suffix=".parquet"))
+        return (f"{label.split()[0].rstrip('e')}ing failed: {reason}. The {kept} part file(s) already written are kept; "
+                "re-run the same command to resume.")
+    report = (lambda: progress(phase, docs_done.value, n_todo)) if progress else (lambda: None)
+    with run.phase(phase):
+        rows = run_action(spark, f"curate-{phase}-{run.run_id}", label, parts.collect, report, failure)
+    return {key: sum(row[key] for row in rows) for key in done}
 
 
 def report(result: StageResult) -> Report:

@@ -188,13 +188,18 @@ def _finite(x: float) -> float | None:
 # -- the kinds of score rule -------------------------------------------------------------------------
 # Each returns, for one threshold group: (keep mask, reason per document, thresholds to record).
 # A correlation rule judges the page scores of a `curate correlate` run (Thrush et al.'s fastText page
-# selector, P(include)) and counts each page's tokens against its budget.
+# selector, P(include)) and counts each page's tokens against its budget. A rating rule judges one
+# rater's ratings (DataMan) and counts the same tokens.
 PAGE_SCORE = "page_score"    # P(include) of the rule's correlate run (NaN: no page score)
-PAGE_TOKENS = "page_tokens"  # the tokens a correlation rule counts per page (the stage fills it in)
+PAGE_TOKENS = "page_tokens"  # the tokens a correlation or rating rule counts per document (the stage fills it in)
+RATING_DOMAIN = "rating_domain"  # the rater's domain letter A-O (multi_domain's second split)
 
 
 def score_column(rule) -> str:
-    """The column a score rule judges: its `score`, or a correlation rule's page score."""
+    """The column a score rule judges: its `score`, a correlation rule's page score, or a rating rule's
+    criterion as rating_<criterion>[_expected] (NaN: no parsed rating)."""
+    if rule.type == "rating":
+        return f"rating_{rule.criterion}" + "_expected" * rule.expected
     return PAGE_SCORE if rule.type == "correlation" else rule.score
 
 
@@ -247,15 +252,45 @@ def _correlation_label(rule) -> str:
     return f"correlation:{rule.run}@{target}"
 
 
+def _rating_label(rule) -> str:
+    """rating:top_k(overall_score)@0.3, rating:overall_level(overall_score=5)@1000tok,
+    rating:temperature(quality_mix_expected,tau=2)@0.5, rating:multi_domain(coherence,source=host)@0.3."""
+    judged = rule.criterion + "_expected" * rule.expected
+    judged += {"overall_level": f"={rule.level}", "temperature": f",tau={rule.tau:g}",
+               "multi_domain": f",source={rule.sources}" * (rule.sources != "domain")}.get(rule.recipe, "")
+    if rule.recipe == "temperature":
+        target = f"@{rule.rate:g}"
+    elif rule.keep_fraction is not None:
+        target = f"@{rule.keep_fraction:g}"
+    else:  # a token budget, or none: overall_level keeps every document at its level
+        target = "" if rule.token_budget is None else f"@{rule.token_budget}tok"
+    return f"rating:{rule.recipe}({judged}){target}"
+
+
+def _rating_arguments(values: list[str]) -> tuple[str, str]:
+    """`rating:<recipe>:<x>`: x is the level of overall_level, the rate of temperature, else keep_fraction."""
+    recipe = values[0] if values else "top_k"
+    return "recipe", {"overall_level": "level", "temperature": "rate"}.get(recipe, "keep_fraction")
+
+
+def _rating_inputs(rule) -> dict[str, str]:
+    return {"sources": rule.sources, "domains": RATING_DOMAIN} if rule.recipe == "multi_domain" else {}
+
+
 @dataclass(frozen=True)
 class RuleKind:
-    """One kind of score rule: its command-line arguments (`band:medium:0.5` fills criterion, rate),
-    its label in reasons and reports, and `apply(rule, values, doc_ids, draw_seed, tokens)` on one
-    group (`tokens`: the documents' PAGE_TOKENS, when the candidates have them)."""
-    arguments: tuple[str, ...]
+    """One kind of score rule: its command-line arguments (`band:medium:0.5` fills criterion, rate; a
+    function of the positional values when they depend on the first), its label in reasons and reports,
+    and `apply(rule, values, doc_ids, draw_seed, tokens, **inputs)` on one group (`tokens`: the
+    documents' PAGE_TOKENS, when the candidates have them; `inputs`: keyword -> candidates column).
+
+    The rating rule's `apply` is filled in by `pipeline.selection.rating` (the select stage imports it):
+    the DataMan recipes it calls build on this module, so this module cannot import them."""
+    arguments: tuple[str, ...] | Callable[[list[str]], tuple[str, ...]]
     label: Callable
-    apply: Callable
+    apply: Callable | None
     example: str
+    inputs: Callable = lambda rule: {}
 
 
 SCORE_RULES: dict[str, RuleKind] = {
@@ -266,13 +301,14 @@ SCORE_RULES: dict[str, RuleKind] = {
     "bertin": RuleKind(("method", "rate"), lambda r: f"bertin:{r.method}@{r.rate:g}", _bertin,
                        "bertin:gaussian:0.5"),
     "correlation": RuleKind(("run", "keep_fraction"), _correlation_label, _correlation, "correlation:default:0.5"),
+    "rating": RuleKind(_rating_arguments, _rating_label, None, "rating:top_k:0.3", _rating_inputs),
 }
 LIST_ARGUMENTS = ("keep", "cuts")  # given as a+b on the command line
 
 
 def rule_label(rule) -> str:
     """A short name for a rule, used in reasons and reports: band:medium@0.5, percentile:10-60,
-    correlation:default@0.5 (or @1000000tok for a token budget), ..."""
+    correlation:default@0.5 (or @1000000tok for a token budget), rating:top_k(overall_score)@0.3, ..."""
     return "where" if rule.type == "where" else SCORE_RULES[rule.type].label(rule)
 
 
@@ -280,14 +316,18 @@ def parse_rule(text: str) -> dict:
     """A score rule from its command-line form, `<type>:<arguments>` then `:key=value` options:
     `band:medium:0.5:by=domain`, `percentile:10:60:score=bits_per_byte`, `ccnet:head+middle:cuts=30+60`,
     `bertin:gaussian:0.5:width=4.5`, `correlation:default:0.5` (a correlate run's pages, half their tokens)
-    or `correlation:default:token_budget=1000000`. The dict is validated as a config rule."""
+    or `correlation:default:token_budget=1000000`, `rating:top_k:0.3`, `rating:overall_level:5:keep_fraction=0.2`,
+    `rating:temperature:0.5:tau=2`, `rating:multi_domain:token_budget=100000:criterion=quality_mix`.
+    The dict is validated as a config rule."""
     kind, *parts = text.split(":")
     if kind not in SCORE_RULES:
         raise UserError(f"--rule {text!r}: the rule type must be one of {', '.join(SCORE_RULES)} "
                         f"(SQL predicates go in --where)")
-    arguments = SCORE_RULES[kind].arguments
     rule: dict = {"type": kind}
     values = [p for p in parts if "=" not in p]
+    arguments = SCORE_RULES[kind].arguments
+    if callable(arguments):
+        arguments = arguments(values)
     if len(values) > len(arguments):
         raise UserError(f"--rule {text!r}: {kind} takes {':'.join(arguments)} then key=value options")
     rule.update(zip(arguments, values))
@@ -321,7 +361,8 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
 
     `columns` holds the score columns (NaN where a document has no score) and the `by` columns, and
     for a correlation rule PAGE_SCORE and PAGE_TOKENS (it keeps `keep_fraction` of the tokens of the
-    page-scored documents still kept, or `token_budget` tokens);
+    page-scored documents still kept, or `token_budget` tokens), for a rating rule its `score_column`,
+    PAGE_TOKENS and, for multi_domain, RATING_DOMAIN and its `sources` column;
     `where_matches[i]` is the boolean match of rule i (a `where` rule, evaluated by the caller in
     SQL); `excluded` marks documents dropped up front as `reference_split`.
     Returns kept, reason (None when kept), score and group (of the last score rule that saw the
@@ -346,7 +387,9 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
             record.update(sql=rule.sql, kept=int(len(active) - len(drop)))
             thresholds.append(record)
             continue
-        column, by = score_column(rule), getattr(rule, "by", None)
+        column, by, kind = score_column(rule), getattr(rule, "by", None), SCORE_RULES[rule.type]
+        if kind.apply is None:
+            raise RuntimeError(f"{rule.type} rules are applied by pipeline.selection.rating: import it first")
         values = columns[column][active]
         unscored = active[~np.isfinite(values)]
         kept[unscored], reason[unscored] = False, "no_score"
@@ -354,13 +397,14 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
         values = columns[column][active]
         tokens = columns[PAGE_TOKENS][active] if PAGE_TOKENS in columns else None
         groups = columns[by][active] if by else None
+        inputs = {key: columns[name][active] for key, name in kind.inputs(rule).items()}
         record.update(score=column, by=by, no_score=int(len(unscored)), groups={})
         covered = np.zeros(len(active), dtype=bool)
         judged[i] = {"rows": active, "group": np.full(len(active), None, dtype=object)}
         for name, positions in group_indexes(groups, len(active), getattr(rule, "min_group_docs", 1)):
-            keep, reasons, info = SCORE_RULES[rule.type].apply(
+            keep, reasons, info = kind.apply(
                 rule, values[positions], doc_ids[active[positions]], f"{seed}:{i}:{name}",
-                None if tokens is None else tokens[positions])
+                None if tokens is None else tokens[positions], **{k: v[positions] for k, v in inputs.items()})
             if name == SMALL_GROUPS:  # thresholds of everything, applied to the small groups only
                 mine = ~covered[positions]
                 positions, keep, reasons = positions[mine], keep[mine], reasons[mine]

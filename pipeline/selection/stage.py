@@ -7,7 +7,10 @@ scorer, inputs). `where` rules are DuckDB predicates over the view `candidates` 
 plus the scorer's perplexity, bits_per_byte, nll_mean, nll_sum, n_tokens, surprise_fraction,
 score_error, and `<column>_pct_in_host` / `_pct_in_domain` for perplexity, bits_per_byte and nll_mean),
 and every other store view (scores, ratings, ...) can be used in subqueries. A `correlation` rule adds
-`page_score`, P(include) of its `curate correlate` run's page selector (correlations/<run>/page_scores/).
+`page_score`, P(include) of its `curate correlate` run's page selector (correlations/<run>/page_scores/);
+a `rating` rule adds its rater's parsed ratings (ratings/rater=<id>/): rating_domain and
+rating_<criterion>, rating_<criterion>_expected for the 14 criteria (`selection.rating.ratings_sql`).
+Both count the tokens of a document as the scorer's n_tokens, else n_bytes / 4 (`page_tokens`).
 
 A `_pct_in_` column is the document's percentile (0-100) among the scored documents of its host or
 domain (`rules.percentile_in_group`): every scored document counts, the reference split and the
@@ -32,8 +35,10 @@ import schemas
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.hashing import short_digest
+from pipeline.rating.raters import resolve_rater
 from pipeline.selection.report import (ELIGIBLE, distribution_table, edges_table, eligible_mask, group_notes,
                                        group_report, sweep_table, thresholds_table, what_if, with_texts)
+from pipeline.selection.rating import add_quality_mix, rating_columns, ratings_sql
 from pipeline.selection.rules import (GROUP_PERCENTILES, PAGE_SCORE, PAGE_TOKENS, apply_rules, ccnet_perplexity,
                                       percentile_in_group)
 from pipeline.stage import Report, StageResult, StageRun, require
@@ -120,21 +125,38 @@ def page_score_run(config: Config, store: Store) -> str | None:
     return runs[0] if runs else None
 
 
-def selection_id(config: Config, store: Store, scorer_id: str | None, page_run: str | None = None) -> str:
-    """A hash of the select config and everything it reads: docs, the scorer's parts, reference splits
-    and the page scores of a correlation rule's run (a new `curate correlate` run re-selects)."""
+def rating_rater(config: Config, store: Store) -> dict | None:
+    """The rater whose ratings the selection's rating rules read (one per selection), or None without such
+    rules; a UserError listing the store's raters when a rule's rater is not there."""
+    raters = {}
+    for wanted in sorted({r.rater for r in config.select.rules if r.type == "rating"}, key=str):
+        rater = resolve_rater(store, wanted)
+        raters[rater["rater_id"]] = rater
+    if len(raters) > 1:
+        raise UserError(f"select: rating rules of one selection read one rater, got {', '.join(raters)}; select "
+                        "with one, then narrow with a where rule over the `selections` view")
+    return next(iter(raters.values()), None)
+
+
+def selection_id(config: Config, store: Store, scorer_id: str | None, page_run: str | None = None,
+                 rater_id: str | None = None) -> str:
+    """A hash of the select config and everything it reads: docs, the scorer's parts, reference splits,
+    the page scores of a correlation rule's run (a new `curate correlate` run re-selects) and the ratings
+    of a rating rule's rater."""
     inputs = {"docs": _files_fingerprint(store, "docs"),
               "scores": _files_fingerprint(store, "scores", f"scorer={scorer_id}") if scorer_id else [],
               "reference_splits": _files_fingerprint(store, "reference_splits")}
     if page_run:  # only then: the ids of selections without correlation rules stay what they were
         inputs["page_scores"] = _files_fingerprint(store, "correlations", page_run, "page_scores")
+    if rater_id:  # likewise
+        inputs["ratings"] = _files_fingerprint(store, "ratings", f"rater={rater_id}")
     return short_digest({"select": config.select.model_dump(mode="json"), "scorer_id": scorer_id, "inputs": inputs})
 
 
 # -- reading the candidates -----------------------------------------------------------------------
-def open_candidates(store: Store, scorer: dict | None, page_run: str | None = None):
+def open_candidates(store: Store, scorer: dict | None, page_run: str | None = None, rater_id: str | None = None):
     """A DuckDB connection with the store's views plus `candidates` (docs + this scorer's scores, and
-    `page_score`, p_include of the correlate run `page_run`, when given)."""
+    `page_score`, p_include of the correlate run `page_run`, and the ratings of `rater_id`, when given)."""
     from pipeline.sql import connect
     con, views = connect(store)
     if scorer:
@@ -160,6 +182,9 @@ def open_candidates(store: Store, scorer: dict | None, page_run: str | None = No
         glob = store.spark_path("correlations", page_run, "page_scores", "part-*.parquet").replace("'", "''")
         sql = (f"SELECT c.*, p.p_include AS {PAGE_SCORE} FROM ({sql}) c LEFT JOIN "
                f"(SELECT doc_id, p_include FROM read_parquet('{glob}')) p USING (doc_id)")
+    if rater_id:
+        glob = store.spark_path("ratings", f"rater={rater_id}", "part-*.parquet").replace("'", "''")
+        sql = f"SELECT c.*, r.* EXCLUDE (doc_id) FROM ({sql}) c LEFT JOIN ({ratings_sql(glob)}) r USING (doc_id)"
     con.execute(f"CREATE VIEW candidates AS {sql}")
     return con
 
@@ -180,7 +205,7 @@ def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.nda
     known = {r[0] for r in con.execute("DESCRIBE candidates").fetchall()}
     unknown = sorted(by_columns - known)
     if unknown:
-        raise UserError(f"unknown column(s) in a rule's `by`: {', '.join(unknown)}; docs columns: "
+        raise UserError(f"unknown column(s) in a rule's `by` or `sources`: {', '.join(unknown)}; docs columns: "
                         f"{', '.join(sorted(known))}")
     scored = "score_error IS NULL"
     cols = [f"CASE WHEN {scored} THEN {c} END AS {c}" for c in ("perplexity", "bits_per_byte", "nll_mean")]
@@ -208,8 +233,9 @@ def read_candidates(con, by_columns: set[str], need_ccnet: bool) -> tuple[np.nda
 
 
 def page_tokens(columns: dict[str, np.ndarray], scorer_id: str | None) -> str:
-    """Fill in the tokens a correlation rule counts per page (PAGE_TOKENS): the scorer's n_tokens, the
-    document's n_bytes / 4 where there is none (no scorer, or no score row). Returns how they were counted."""
+    """Fill in the tokens a correlation or rating rule counts per document (PAGE_TOKENS): the scorer's
+    n_tokens, the document's n_bytes / 4 where there is none (no scorer, or no score row). Returns how
+    they were counted."""
     n_tokens, estimate = columns["n_tokens"], columns["n_bytes"] / 4
     missing = ~np.isfinite(n_tokens)
     columns[PAGE_TOKENS] = np.where(missing, estimate, n_tokens)
@@ -257,17 +283,20 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
     require(store, "docs")
     writes_nothing = dry_run or sweep is not None
     rules = cfg.rules
-    score_rules = [r for r in rules if r.type not in ("where", "correlation")]  # rules on a scorer's columns
+    score_rules = [r for r in rules if r.type not in ("where", "correlation", "rating")]  # on a scorer's columns
     page_run = page_score_run(config, store)
+    rater = rating_rater(config, store)
+    rater_id = rater["rater_id"] if rater else None
     scorer = resolve_scorer(config, store, needed=bool(score_rules) or sweep is not None)
     scorer_id = scorer["scorer_id"] if scorer else None
     inputs = [store.spark_path("docs")] + ([store.spark_path("scores", f"scorer={scorer_id}")] if scorer_id else [])
     inputs += [store.spark_path("correlations", page_run, "page_scores")] if page_run else []
+    inputs += [store.spark_path("ratings", f"rater={rater_id}")] if rater_id else []
     run = StageRun(STAGE, config, inputs=inputs, record=not writes_nothing)
-    sel_id = selection_id(config, store, scorer_id, page_run)
+    sel_id = selection_id(config, store, scorer_id, page_run, rater_id)
     rel = ("selections", cfg.name)
-    outputs = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "written": not writes_nothing,
-               "report_by": report_by}
+    outputs = {"name": cfg.name, "selection_id": sel_id, "scorer_id": scorer_id, "rater_id": rater_id,
+               "written": not writes_nothing, "report_by": report_by}
     previous = store.read_json(*rel, MANIFEST) if store.exists(*rel, MANIFEST) else None
     if previous and previous.get("selection_id") == sel_id and not writes_nothing:
         return run.skip(previous["counts"], **{**outputs, "report_by": previous.get("report_by", report_by)},
@@ -279,17 +308,20 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
 
     with run:
         with run.phase("read"):
-            con = open_candidates(store, scorer, page_run)
+            con = open_candidates(store, scorer, page_run, rater_id)
             normalised = {r.score for r in score_rules} & set(GROUP_PERCENTILES)
             by_columns = {r.by for r in score_rules if r.by} | {report_by} | {GROUP_PERCENTILES[n][1] for n in normalised}
+            by_columns |= rating_columns(rules)
             if "domain" in by_columns:  # to say how many hosts one domain holds (group_notes)
                 by_columns.add("host")
             doc_ids, columns = read_candidates(con, by_columns,
                                                need_ccnet=any(r.score == "ccnet_perplexity" for r in score_rules))
             if len(set(doc_ids)) != len(doc_ids):
-                raise UserError(f"scorer {scorer_id} or correlate run {page_run} has several score rows for some "
-                                f"documents; re-score into a clean scores/scorer={scorer_id}/ or re-run correlate")
-            token_source = page_tokens(columns, scorer_id) if page_run else None
+                raise UserError(f"scorer {scorer_id}, correlate run {page_run} or rater {rater_id} has several rows "
+                                f"for some documents; re-score into a clean scores/scorer={scorer_id}/, re-run "
+                                "correlate or re-rate")
+            add_quality_mix(columns, rules)
+            token_source = page_tokens(columns, scorer_id) if page_run or rater_id else None
             for name in normalised:  # the same as the view's column, from the columns read
                 column, group = GROUP_PERCENTILES[name]
                 columns[name] = percentile_in_group(columns[column], columns[group])
@@ -301,8 +333,10 @@ def run_select(config: Config, overwrite: bool = False, dry_run: bool = False, r
             return run.finish({}, **outputs, thresholds=[], report=table, sweep=True)
         outcome = apply_rules(doc_ids, columns, rules, cfg.seed, where, excluded)
         for record in outcome["thresholds"]:
-            if record["type"] == "correlation":
+            if record["type"] in ("correlation", "rating"):
                 record["tokens"] = token_source
+            if record["type"] == "rating":
+                record["rater"] = rater_id
         eligible = eligible_mask(len(doc_ids), columns, rules, where, excluded)
         report = group_report(columns[report_by], outcome, columns["n_tokens"], eligible)
         tokens = np.nan_to_num(columns["n_tokens"])
@@ -354,7 +388,8 @@ def report(result: StageResult) -> Report:
              " (unchanged: already in the store)" if result.skipped else "")
     notes = [f"kept {c['kept']:,} of {c['docs']:,} documents ({c['tokens_kept']:,} of {c['tokens']:,} tokens); "
              f"reference split excluded {c['reference_split']:,}, without a score {c['no_score']:,}; "
-             f"scorer {out['scorer_id'] or '-'}", *out.get("group_notes", [])]
+             f"scorer {out['scorer_id'] or '-'}" + (f", rater {out['rater_id']}" if out.get("rater_id") else ""),
+             *out.get("group_notes", [])]
     if out["written"]:
         notes.append(f"selection: selections/{out['name']}/  (SQL: SELECT reason, count(*) FROM selections "
                      f"WHERE selection = '{out['name']}' GROUP BY reason)")
