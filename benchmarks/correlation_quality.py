@@ -50,7 +50,7 @@ def write_corpus(out: Path, nltk_dir: Path, per_source: int, degraded_fraction: 
 def run(work: Path, nltk_dir: Path, per_source: int, degraded_fraction: float, target: str, rungs: int,
         ladder: dict | None = None) -> dict:
     from pipeline.config import Config
-    from pipeline.correlations.selector import keep_by_score
+    from pipeline.budgets import keep_by_score
     from pipeline.correlations.stage import run_correlate
     from pipeline.ingest.stage import run_ingest
     from pipeline.spark import get_spark

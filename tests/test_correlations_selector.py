@@ -3,7 +3,8 @@ its held-out metrics are right, and pages are kept in score order up to a budget
 import numpy as np
 import pytest
 
-from pipeline.correlations.selector import SelectorSettings, binary_metrics, clean, keep_by_score, train, predict_include
+from pipeline.budgets import keep_by_score
+from pipeline.correlations.selector import SelectorSettings, binary_metrics, clean, train, predict_include
 
 
 def test_a_fasttext_selector_learns_the_included_domains_pages():

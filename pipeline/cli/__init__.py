@@ -268,12 +268,13 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
                                           "(0: no distillation; the reference model chooses)"),
          steps: Optional[int] = typer.Option(None, "--steps", help="reference model training steps (default 150)"),
          rungs: int = typer.Option(8, "--rungs", help="small models of the correlate ladder (0: no correlate)"),
+         rate_docs: int = typer.Option(48, "--rate-docs", help="documents SmolLM2 rates DataMan-style (0: no rate)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
     """Build a small web-like corpus from text on this machine and run every stage on it (DIR/curate.yaml);
     a student distilled from SmolLM2-135M-Instruct chooses the documents."""
     from pipeline.demo.queries import run_demo
     run_demo(directory, RichOutput(), seed=seed, docs_per_source=docs_per_source, master=master,
-             teacher_docs=teacher_docs, steps=steps, overwrite=overwrite, rungs=rungs)
+             teacher_docs=teacher_docs, steps=steps, overwrite=overwrite, rungs=rungs, rate_docs=rate_docs)
 
 
 @app.command()

@@ -124,7 +124,7 @@ class RateConfig(Strict):
     """`curate rate`: DataMan-style ratings (14 criteria 1-5 and a domain letter) by an instruct LLM on a
     stratified sample of the store, into store/ratings/rater=<id>/; then a cheap student per rating in
     `students` learns them from the text and rates every document (rater=<student id>). On 2 CPU
-    cores SmolLM2-135M rates ~1 document/s at 256 text tokens; a student thousands."""
+    cores SmolLM2-135M rates ~1 document/s at 192 text tokens; a student hundreds."""
     model: str = Field("smollm2-135m", description="the rater: an instruct model directory with a chat template "
                                                    "(a DataMan checkpoint, with decoding: greedy), or smollm2-135m")
     service_url: str | None = Field(None, description="rate through `curate serve --rater` at this URL instead")

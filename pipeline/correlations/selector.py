@@ -92,18 +92,3 @@ def binary_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
             "accuracy": float((truth == predicted).mean())}
-
-
-def keep_by_score(scores: np.ndarray, tokens: np.ndarray, token_budget: int | None = None,
-                  keep_fraction: float | None = None) -> np.ndarray:
-    """Keep pages in descending score (ties by position) until `token_budget` tokens or `keep_fraction`
-    of the tokens are kept; the page that crosses the budget is kept."""
-    if (token_budget is None) == (keep_fraction is None):
-        raise ValueError("give exactly one of token_budget and keep_fraction")
-    tokens = np.nan_to_num(np.asarray(tokens, dtype=np.float64))
-    budget = token_budget if token_budget is not None else keep_fraction * tokens.sum()
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    before = np.concatenate([[0.0], np.cumsum(tokens[order])[:-1]])   # tokens kept before each page
-    keep = np.zeros(len(tokens), dtype=bool)
-    keep[order[before < budget]] = True
-    return keep

@@ -43,6 +43,25 @@ PERPLEXITY_BY_HOST = """
     FROM docs d LEFT JOIN ref USING (doc_id) LEFT JOIN teacher USING (doc_id) LEFT JOIN student USING (doc_id)
     GROUP BY d.host ORDER BY {order} NULLS LAST"""
 
+RATINGS_BY_HOST = """
+    WITH llm AS (SELECT doc_id, overall_score, overall_score_expected FROM ratings WHERE rater_id = '{rater}' AND parsed),
+         student AS (SELECT doc_id, overall_score_expected AS s FROM ratings WHERE rater_id = '{student}'),
+         ppl AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{scorer}' AND error IS NULL)
+    SELECT d.host, count(llm.doc_id) AS rated, round(avg(llm.overall_score), 2) AS overall,
+           round(avg(llm.overall_score_expected), 2) AS overall_expected, round(avg(student.s), 2) AS student_overall,
+           round(median(ppl.perplexity), 1) AS perplexity
+    FROM docs d LEFT JOIN llm USING (doc_id) LEFT JOIN student USING (doc_id) LEFT JOIN ppl USING (doc_id)
+    GROUP BY d.host ORDER BY overall_expected DESC NULLS LAST"""
+
+# Spearman's correlation (tie-averaged ranks) of a rater's expected Overall Score with a scorer's perplexity.
+RATING_PERPLEXITY_SPEARMAN = """
+    WITH j AS (SELECT r.overall_score_expected AS x, s.perplexity AS y FROM ratings r JOIN scores s USING (doc_id)
+               WHERE r.rater_id = '{rater}' AND r.overall_score_expected IS NOT NULL AND s.scorer = '{scorer}'
+                 AND s.error IS NULL),
+         rk AS (SELECT rank() OVER (ORDER BY x) + (count(*) OVER (PARTITION BY x) - 1) / 2 AS rx,
+                       rank() OVER (ORDER BY y) + (count(*) OVER (PARTITION BY y) - 1) / 2 AS ry FROM j)
+    SELECT corr(rx, ry) AS spearman, count(*) AS docs FROM rk"""
+
 SELECTION_BY_HOST = """
     SELECT d.host, count(*) AS docs, count(*) FILTER (s.kept) AS kept,
            round(100.0 * count(*) FILTER (s.kept) / count(*), 1) AS kept_pct,
@@ -53,13 +72,14 @@ SELECTION_BY_HOST = """
     GROUP BY d.host ORDER BY kept_pct DESC, docs DESC"""
 
 
-def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8) -> dict:
+def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8, rate_docs: int = 48) -> dict:
     """The run configuration (as a YAML-able dict) of the whole pipeline on the demo corpus in
     `out_dir`: ingest, train a reference model and score with it, distill SmolLM2-135M-Instruct
     (scoring `teacher_docs` documents) into a student that scores everything, correlate over a ladder
     of `rungs` small models (plus SmolLM2) against a cloze task from held-out Python documentation,
     select with the student's scores and export. Without a teacher (teacher_docs 0, or SmolLM2 not
-    installed) the reference model's scores choose; rungs 0 leaves correlate out."""
+    installed) the reference model's scores choose; rungs 0 leaves correlate out; SmolLM2 rates `rate_docs`
+    documents DataMan-style (0: no rate stage) and a student of its ratings rates everything."""
     out_dir = Path(out_dir)
     distill = teacher_docs > 0 and smollm2_available()
     return {
@@ -86,8 +106,13 @@ def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8) ->
         "select": {"name": "medium-50", "rules": [{"type": "where", "sql": "language = 'en'"},
                                                   {"type": "band", "criterion": "medium", "rate": 0.5}]},
         "export": {"name": "medium-50", "format": "parquet", "shard_bytes": 256 * 1024, "seed": 0},
+        # DataMan-style ratings: SmolLM2-135M-Instruct (constrained decoding, 192 text tokens, ~1 document/s here, less in Spark)
+        # rates a stratified sample; a student of its Overall Score rates every document.
+        "rate": {"model": "smollm2-135m", "text_tokens": 192, "min_sample_docs": rate_docs, "sample_fraction": 0.01,
+                 "students": ["overall_score"], "student_out": str(out_dir / "models" / "rating-student")},
         "stages": ["ingest", "train_reference", "score", *(["distill"] if distill else []),
-                   *(["correlate"] if rungs > 0 else []), "select", "export"],
+                   *(["correlate"] if rungs > 0 else []), *(["rate"] if distill and rate_docs else []),
+                   "select", "export"],
     }
 
 
@@ -97,7 +122,8 @@ def smollm2_available() -> bool:
 
 
 def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: int = 400, master: str | None = None,
-             teacher_docs: int = 300, steps: int | None = None, overwrite: bool = False, rungs: int = 8) -> None:
+             teacher_docs: int = 300, steps: int | None = None, overwrite: bool = False, rungs: int = 8,
+             rate_docs: int = 48) -> None:
     """Build the demo corpus in `directory` (unless there), write directory/curate.yaml and run it like
     `curate run`, and show the store in SQL and the run summary."""
     started = time.time()
@@ -109,7 +135,7 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
         output.report(Report("", notes=[
             f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files under "
             f"{directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})"]))
-    raw_config = demo_config(directory, teacher_docs, rungs)
+    raw_config = demo_config(directory, teacher_docs, rungs, rate_docs)
     config_path = directory / "curate.yaml"
     config_path.write_text("# The demo's run config: `curate run` runs it again (resuming).\n" +
                            yaml.safe_dump(raw_config, sort_keys=False), encoding="utf-8")
@@ -137,6 +163,8 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
         notes.append(f"teacher_ppl: SmolLM2-135M-Instruct on its sample, first {config.distill.teacher_max_tokens} "
                      "tokens; student_ppl: the student's estimate of it, for every document")
     output.report(Report("", tables=tables, notes=notes))
+    if "rate" in results:
+        output.report(rating_tables(con, results["rate"], student_id or reference_id))
     name = config.select.name
     chooser = "the student distilled from SmolLM2-135M-Instruct" if distilled else "the reference model"
     output.report(Report("", tables=[
@@ -150,3 +178,20 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
            f"--rule correlation:{config.correlate.name}:0.5 --dry-run --report-by host"]
           if "correlate" in results else [])]))
     output.report(run_summary(rows, started))
+
+
+def rating_tables(con, rated, scorer_id: str) -> Report:
+    """Mean Overall Score by host (the LLM's sample, greedy and expected; the student's, every document)
+    and how the ratings go with perplexity (Spearman)."""
+    rater, student = rated.outputs["rater_id"], rated.outputs["student_id"] or ""
+    table = query(con, RATINGS_BY_HOST.format(rater=rater, student=student, scorer=scorer_id))
+    notes = []
+    for who, rid in (("the LLM's expected Overall Score (its sample)", rater), ("the student's (every document)", student)):
+        if rid:
+            rho, n = con.execute(RATING_PERPLEXITY_SPEARMAN.format(rater=rid, scorer=scorer_id)).fetchall()[0]
+            notes.append(f"Spearman of {who} with perplexity: {rho if rho is None else round(rho, 3)} over {n:,} "
+                         "documents (negative: lower perplexity, higher rating)")
+    notes.append(f"select by ratings: curate select {rated.store} --name rated --rule rating:top_k:0.5"
+                 f"{f':rater={student}' if student else ''} --dry-run --report-by host")
+    return Report("", tables=[("DataMan-style Overall Score by host (1-5; perplexity: the selecting scorer's median)",
+                               table)], notes=notes)

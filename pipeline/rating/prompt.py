@@ -23,13 +23,33 @@ def template() -> str:
     return "\n".join(["Domain:_", *(f"[{i}]{name}:_/5" for i, name in enumerate(CRITERIA, 1))])
 
 
+# What each criterion asks, in a few words (the spec's glosses; DataMan's reference prompt describes them at length).
+CRITERION_HINTS = {
+    "Accuracy": "few grammar, spelling or factual errors", "Coherence": "ideas follow logically",
+    "Language Consistency": "one language, no garbled characters", "Semantic Density": "share of useful information",
+    "Knowledge Novelty": "teaches something", "Topic Focus": "stays on one topic", "Creativity": "original expression",
+    "Professionalism": "expert, careful writing", "Style Consistency": "one consistent style",
+    "Grammatical Diversity": "varied, well-formed sentences",
+    "Structural Standardization": "clear, conventional structure", "Originality": "not repetitive or templated",
+    "Sensitivity": "no offensive or harmful content", "Overall Score": "holistic value for training a language model",
+}
+
+
 def instruction() -> str:
+    """The rater's instruction: the criteria with a gloss each, the scale anchored at both ends (kinds of
+    web junk at 1-2, documentation-like prose at 4-5), and the domains. Measured with SmolLM2-135M on the
+    demo's hosts (8 pages each): without the glosses and anchors, generated tables and mojibake pages
+    outscore the Python documentation; with them every documentation host has a higher mean Overall Score
+    than every junk host, greedy and expected."""
     domains = ", ".join(f"{letter} {name}" for letter, name in DOMAINS.items())
-    criteria = ", ".join(f"[{i}] {name}" for i, name in enumerate(CRITERIA, 1))
-    return ("Rate the quality of the text below for pre-training a language model. Give each of the "
-            f"fourteen criteria an integer score from 1 (worst) to 5 (best): {criteria}; the Overall Score "
-            "is your holistic judgement, not the mean of the others. Then name the text's domain with one "
-            f"letter: {domains}. Answer with the domain letter and then the 14 scores, one per line.")
+    criteria = "; ".join(f"[{i}] {name}: {CRITERION_HINTS[name]}" for i, name in enumerate(CRITERIA, 1))
+    return ("You are a strict data-quality rater for language-model pre-training data. Score the text below on "
+            f"fourteen criteria, each an integer from 1 (worst) to 5 (best): {criteria}. Spam, advertising, "
+            "boilerplate, machine-generated tables of numbers, lists of links, pages with little content, and text "
+            "with broken encoding (mojibake such as 'Ã©' or 'â€™') score 1 or 2; clear, informative, well-written "
+            "prose such as good documentation, textbooks or encyclopedia articles scores 4 or 5. The Overall Score "
+            f"is your holistic judgement, not the mean of the others. Then name the text's domain with one letter: "
+            f"{domains}. Answer with the domain letter and then the 14 scores, one per line.")
 
 
 def head_tail(ids: Sequence[int], budget: int, ellipsis_ids: Sequence[int]) -> list[int]:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.correlations.selector import keep_by_score
-from pipeline.selection.rules import solve_keep_factor
+from pipeline.budgets import keep_by_score, solve_keep_factor
 
 
 def quality_mix(scores) -> np.ndarray:

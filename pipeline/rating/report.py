@@ -14,7 +14,7 @@ def rating_counts(store: Store, rater_id: str) -> dict:
     from pipeline.sql import connect
     con, _ = connect(store)
     rated, parsed = con.execute(f"SELECT count(*), count(*) FILTER (WHERE parsed) FROM read_parquet('{_glob(store, rater_id)}')"
-                            ).fetchone()
+                            ).fetchall()[0]
     return {"rated": int(rated), "parsed": int(parsed), "unparsed": int(rated - parsed)}
 
 

@@ -79,9 +79,19 @@ class TorchRater:
 
     @torch.inference_mode()
     def _constrained(self, seqs: list[list[int]]) -> tuple[list[list[str]], list[list[np.ndarray]]]:
-        ids, mask = self._left_padded([s + self.fixed[0] for s in seqs])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        seqs = [s + self.fixed[0] for s in seqs]
+        # The prompts share their start (the chat template and the instruction, most of a prompt): it runs
+        # once and its KV cache is repeated for the batch; the rest follows, left-padded after it.
+        shared, cache = _common_prefix(seqs), None
+        if shared:
+            cache = self.model(input_ids=torch.tensor([seqs[0][:shared]], device=self.device),
+                               use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(seqs))
+        ids, rest_mask = self._left_padded([s[shared:] for s in seqs])
+        mask = torch.cat([torch.ones((len(seqs), shared), dtype=torch.long, device=self.device), rest_mask], 1)
+        positions = (mask.cumsum(-1) - 1)[:, shared:].clamp(min=shared)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True)
         n = len(seqs)
         chosen: list[list[str]] = [[] for _ in range(n)]
         probabilities: list[list[np.ndarray]] = [[] for _ in range(n)]
@@ -118,5 +128,14 @@ class TorchRater:
             tokens = tokens[:end]
             pieces = [self.tokenizer.decode([t]) for t in tokens]
             probs = score_slot_probabilities(pieces, [scores[j][row] for j in range(len(tokens))])
-            results.append((self.tokenizer.decode(tokens), probs))
+            results.append((self.tokenizer.decode(tokens, skip_special_tokens=True), probs))
         return results
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """Tokens all of `seqs` start with, leaving each at least one token of its own."""
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return max(n, 0)

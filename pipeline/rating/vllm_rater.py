@@ -27,7 +27,6 @@ from pipeline.scoring.vllm_engine import _accepted_kwargs, _import_vllm
 
 LOGPROBS = 20
 ANSWER_REGEX = "[A-O]" + r"\n[1-5]" * len(CRITERIA)
-PROMPT_ROOM = 768   # tokens of the chat template and the instruction around the text
 
 
 class VllmRater:
@@ -44,7 +43,8 @@ class VllmRater:
         self.tokenizer = core.load_tokenizer(self.model_dir)
         check_chat_model(self.tokenizer, self.model_dir)
         self.identity = llm_identity(self.model_dir, "vllm", dtype, decoding, text_tokens)
-        max_len = text_tokens + PROMPT_ROOM + ANSWER_MAX_TOKENS
+        # The prompt around the text (chat template, instruction, answer template), the text's budget and the answer.
+        max_len = len(prompt_ids(self.tokenizer, "", text_tokens).ids) + text_tokens + ANSWER_MAX_TOKENS
         try:
             self.llm = LLM(model=str(self.model_dir), dtype=dtype, max_model_len=max_len, seed=0,
                            max_num_batched_tokens=max(token_budget, max_len), **vllm_kwargs)

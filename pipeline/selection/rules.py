@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import apply_overrides
-from pipeline.correlations.selector import keep_by_score
+from pipeline.budgets import keep_by_score, solve_keep_factor
 from pipeline.errors import UserError
 from pipeline.hashing import seeded_uniforms
+from pipeline.rating import recipes
 
 CCNET_BUCKETS = ("head", "middle", "tail")
 
@@ -129,36 +130,6 @@ def bertin_gaussian_weights(ppl: np.ndarray, q2: float, width: float = 4.5) -> n
     return np.exp(-(1.0 / width) * ((ppl - q2) / q2) ** 2)
 
 
-def solve_keep_factor(weights: np.ndarray, rate: float) -> float:
-    """The factor c with mean(min(1, c * w)) = rate: BERTIN's factor (stepwise) or weight (gaussian)
-    recomputed so the expected kept fraction is the requested selection rate.
-
-    The mean is piecewise linear and non-decreasing in c. With the weights sorted in decreasing
-    order and the first k saturated (c * w_i >= 1), it equals (k + c * sum_{i > k} w_i) / n, so
-    the solution is the c = (n * rate - k) / sum_{i > k} w_i that is consistent with its k.
-    Infinite weights are always kept; zero weights never are.
-    """
-    w = np.sort(np.asarray(weights, dtype=float))[::-1]
-    n = len(w)
-    if n == 0 or not 0 < rate <= 1:
-        raise ValueError(f"need documents and a rate in (0, 1], got n={n}, rate={rate}")
-    reachable = np.count_nonzero(w > 0) / n
-    if rate > reachable + 1e-12:
-        raise ValueError(f"rate {rate} is out of reach: only {reachable:.4f} of the documents have a "
-                         f"non-zero keep weight")
-    n_inf = int(np.count_nonzero(np.isinf(w)))
-    if n_inf >= n * rate:
-        return math.inf if n_inf == n else 0.0  # infinite weights alone fill the rate
-    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])  # tail[k] = sum_{i >= k} w_i
-    for k in range(n_inf, n):
-        if tail[k] <= 0:
-            break
-        c = (n * rate - k) / tail[k]
-        if (k == n_inf or c * w[k - 1] >= 1) and c * w[k] <= 1:
-            return float(c)
-    return math.inf  # every non-zero weight saturated
-
-
 def bertin_keep_probability(ppl: np.ndarray, method: str, rate: float, width: float = 4.5) -> tuple[np.ndarray, dict]:
     """Per-document keep probability of BERTIN sampling at expected rate `rate`, plus the
     quartiles and the solved factor (recorded with the selection)."""
@@ -252,6 +223,37 @@ def _correlation_label(rule) -> str:
     return f"correlation:{rule.run}@{target}"
 
 
+def _rating(rule, values: np.ndarray, doc_ids: np.ndarray, draw_seed: str, tokens: np.ndarray,
+                 sources: np.ndarray | None = None, domains: np.ndarray | None = None) -> tuple:
+    """One group's keep mask by `rule.recipe`; the size target is `token_budget` tokens or `keep_fraction`
+    of these documents' tokens. overall_level and temperature draw with `seeded_uniforms(doc_ids, draw_seed)`
+    (overall_level takes the documents at the level in ascending uniform order: a uniform sample)."""
+    if tokens is None:
+        raise ValueError(f"a rating rule counts tokens: the candidates need a {PAGE_TOKENS!r} column")
+    label = SCORE_RULES["rating"].label(rule)
+    tokens = np.nan_to_num(np.asarray(tokens, dtype=float))
+    budget = rule.token_budget if rule.keep_fraction is None else rule.keep_fraction * tokens.sum()
+    reasons = np.full(len(values), f"{label}:below", dtype=object)
+    info = {"tokens": float(tokens.sum())} | ({} if budget is None else {"budget_tokens": float(budget)})
+    if not len(values):  # the recipes need documents; the rules before it kept none
+        keep = np.zeros(0, dtype=bool)
+    elif rule.recipe in ("top_k", "multi_domain"):
+        keep = (recipes.top_k(values, tokens, budget) if rule.recipe == "top_k" else
+                recipes.multi_domain(sources, domains, values, tokens, budget))
+        info |= {"min_kept_score": float(values[keep].min()) if keep.any() else None,
+                 "max_dropped_score": float(values[~keep].max()) if (~keep).any() else None}
+    elif rule.recipe == "overall_level":
+        keep = recipes.overall_level(values, rule.level, tokens, seeded_uniforms(doc_ids, draw_seed), budget)
+        at_level = values == rule.level
+        reasons[at_level], reasons[~at_level] = f"{label}:not_drawn", f"{label}:other_level"
+        info |= {"at_level": int(at_level.sum()), "tokens_at_level": float(tokens[at_level].sum())}
+    else:
+        keep = recipes.temperature(values, rule.tau, rule.rate, seeded_uniforms(doc_ids, draw_seed))
+        reasons[:] = f"{label}:not_drawn"
+        info["expected_kept"] = float(recipes.temperature_probability(values, rule.tau, rule.rate).sum())
+    return keep, reasons, info | {"tokens_kept": float(tokens[keep].sum())}
+
+
 def _rating_label(rule) -> str:
     """rating:top_k(overall_score)@0.3, rating:overall_level(overall_score=5)@1000tok,
     rating:temperature(quality_mix_expected,tau=2)@0.5, rating:multi_domain(coherence,source=host)@0.3."""
@@ -282,13 +284,10 @@ class RuleKind:
     """One kind of score rule: its command-line arguments (`band:medium:0.5` fills criterion, rate; a
     function of the positional values when they depend on the first), its label in reasons and reports,
     and `apply(rule, values, doc_ids, draw_seed, tokens, **inputs)` on one group (`tokens`: the
-    documents' PAGE_TOKENS, when the candidates have them; `inputs`: keyword -> candidates column).
-
-    The rating rule's `apply` is filled in by `pipeline.selection.rating` (the select stage imports it):
-    the DataMan recipes it calls build on this module, so this module cannot import them."""
+    documents' PAGE_TOKENS, when the candidates have them; `inputs`: keyword -> candidates column)."""
     arguments: tuple[str, ...] | Callable[[list[str]], tuple[str, ...]]
     label: Callable
-    apply: Callable | None
+    apply: Callable
     example: str
     inputs: Callable = lambda rule: {}
 
@@ -301,7 +300,7 @@ SCORE_RULES: dict[str, RuleKind] = {
     "bertin": RuleKind(("method", "rate"), lambda r: f"bertin:{r.method}@{r.rate:g}", _bertin,
                        "bertin:gaussian:0.5"),
     "correlation": RuleKind(("run", "keep_fraction"), _correlation_label, _correlation, "correlation:default:0.5"),
-    "rating": RuleKind(_rating_arguments, _rating_label, None, "rating:top_k:0.3", _rating_inputs),
+    "rating": RuleKind(_rating_arguments, _rating_label, _rating, "rating:top_k:0.3", _rating_inputs),
 }
 LIST_ARGUMENTS = ("keep", "cuts")  # given as a+b on the command line
 
@@ -388,8 +387,6 @@ def apply_rules(doc_ids: np.ndarray, columns: dict[str, np.ndarray], rules: list
             thresholds.append(record)
             continue
         column, by, kind = score_column(rule), getattr(rule, "by", None), SCORE_RULES[rule.type]
-        if kind.apply is None:
-            raise RuntimeError(f"{rule.type} rules are applied by pipeline.selection.rating: import it first")
         values = columns[column][active]
         unscored = active[~np.isfinite(values)]
         kept[unscored], reason[unscored] = False, "no_score"
