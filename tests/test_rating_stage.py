@@ -127,7 +127,7 @@ def _config(tmp_path, raw, model, **rate):
 
 
 @pytest.mark.spark
-def test_rate_a_sample_distil_students_and_rate_everything(spark, tmp_path, corpus, chat_model):
+def test_rate_a_sample_distil_students_and_rate_everything(spark, tmp_path, corpus, chat_model, capsys):
     cfg = _config(tmp_path, corpus, chat_model)
     run_ingest(cfg, spark=spark)
     result = run_rate(cfg, spark)
@@ -152,9 +152,17 @@ def test_rate_a_sample_distil_students_and_rate_everything(spark, tmp_path, corp
     assert s_sidecar["backend"] == "student" and s_sidecar["distilled"]["rater"] == out["rater_id"]
     assert {row["group"] for row in out["by_host"]} == {"clean.org", "salad.net", "tables.biz"}
 
-    again = run_rate(cfg, spark)    # resumes: nothing rated twice, the students kept as they are
-    assert again.counts["rated_now"] == 0 and again.counts["already_rated"] == 30
-    assert again.counts["student_rated_now"] == 0 and again.outputs["student_id"] == out["student_id"]
+    # Again, through the spark-submit entry point: it resumes (nothing rated twice, the students kept).
+    import yaml
+
+    from jobs.rate import main
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    capsys.readouterr()
+    assert main(["--config", str(path)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["counts"]["rated_now"] == 0 and again["counts"]["already_rated"] == 30
+    assert again["counts"]["student_rated_now"] == 0 and again["student_id"] == out["student_id"]
 
     from pipeline.config import apply_overrides
     from pipeline.selection.stage import run_select

@@ -23,7 +23,7 @@ STORE = typer.Argument(None, help="the corpus store (overrides `store`)")
 MASTER = typer.Option(None, "--master", help="Spark master, e.g. spark://host:7077")
 RULE_HELP = (f"replaces select.rules: {', '.join(r.example for r in SCORE_RULES.values())}; options :by=domain, "
              ":score=bits_per_byte | nll_mean | perplexity_pct_in_host | perplexity_pct_in_domain, "
-             ":token_budget=N (correlation)")
+             ":token_budget=N (correlation, rating), :rater=ID, :criterion=NAME | quality_mix, :expected=true (rating)")
 
 
 def _run_stage(name: str, run) -> None:
@@ -188,8 +188,8 @@ def select(
     report_by: str = typer.Option("domain", "--report-by", help="docs column the report groups by"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a selection of this name"),
 ):
-    """Select documents by their scores: perplexity bands, percentiles, CCNet buckets, BERTIN sampling and
-    SQL predicates, with thresholds global or per group. Writes store/selections/<name>/ (doc_id, kept,
+    """Select documents by their scores: perplexity bands, percentiles, CCNet buckets, BERTIN sampling, a
+    correlate run's page scores, DataMan ratings and SQL predicates, with thresholds global or per group. Writes store/selections/<name>/ (doc_id, kept,
     reason, score) and _selection.json with the thresholds."""
     import json
 
