@@ -201,8 +201,21 @@ STUDENT_MODEL = Sidecar("student_model", "<model dir>/curate_model.json", 1, {
            "with the same key keeps it",
 })
 
+RATING_STUDENT = Sidecar("rating_student", "<model dir>/curate_model.json", 1, {
+    "name": "the students' name (their rater identity's model_name)", "kind": "rating_student",
+    "rater": "the LLM rater's identity (_rater.json)", "targets": "the ratings the students predict",
+    "sample": "{group_by, fraction, min_docs, max_docs, seed, n_docs, n_groups, of_docs, doc_ids_sha256}",
+    "features": "the featurizer's settings (StudentSettings)",
+    "weights_sha256": "sha256 over the lines '<rating> <sha256 of <rating>.npz>'",
+    "agreement": "per rating, k-fold agreement with the rater on the sample: spearman, accuracy, within_one, "
+                 "constant_accuracy, folds, n_docs, rater_mean, rater_std",
+    "fit_seconds": "time to fit the students (k folds and the final fits)",
+    "key": "what the students depend on (rater id, sample digest, targets, folds, features): a re-run with the "
+           "same key keeps them",
+})
+
 MODEL_CARDS = {"trained_reference": TRAINED_MODEL, "converted_gguf": CONVERTED_MODEL,
-               "distilled_student": STUDENT_MODEL}
+               "distilled_student": STUDENT_MODEL, "rating_student": RATING_STUDENT}
 
 
 def sidecar_for(rel_path: str) -> Sidecar | None:

@@ -45,10 +45,14 @@ PERPLEXITY_BY_HOST = """
 
 RATINGS_BY_HOST = """
     WITH llm AS (SELECT doc_id, overall_score, overall_score_expected FROM ratings WHERE rater_id = '{rater}' AND parsed),
-         student AS (SELECT doc_id, overall_score_expected AS s FROM ratings WHERE rater_id = '{student}'),
+         student AS (SELECT doc_id, overall_score_expected AS s, overall_score AS level FROM ratings
+                     WHERE rater_id = '{student}'),
          ppl AS (SELECT doc_id, perplexity FROM scores WHERE scorer = '{scorer}' AND error IS NULL)
     SELECT d.host, count(llm.doc_id) AS rated, round(avg(llm.overall_score), 2) AS overall,
            round(avg(llm.overall_score_expected), 2) AS overall_expected, round(avg(student.s), 2) AS student_overall,
+           concat_ws('/', count(*) FILTER (student.level = 1), count(*) FILTER (student.level = 2),
+                     count(*) FILTER (student.level = 3), count(*) FILTER (student.level = 4),
+                     count(*) FILTER (student.level = 5)) AS student_levels_1_to_5,
            round(median(ppl.perplexity), 1) AS perplexity
     FROM docs d LEFT JOIN llm USING (doc_id) LEFT JOIN student USING (doc_id) LEFT JOIN ppl USING (doc_id)
     GROUP BY d.host ORDER BY overall_expected DESC NULLS LAST"""
@@ -193,5 +197,6 @@ def rating_tables(con, rated, scorer_id: str) -> Report:
                          "documents (negative: lower perplexity, higher rating)")
     notes.append(f"select by ratings: curate select {rated.store} --name rated --rule rating:top_k:0.5"
                  f"{f':rater={student}' if student else ''} --dry-run --report-by host")
-    return Report("", tables=[("DataMan-style Overall Score by host (1-5; perplexity: the selecting scorer's median)",
-                               table)], notes=notes)
+    return Report("", tables=[("DataMan-style Overall Score by host (1-5): the LLM's sample (greedy, expected), the "
+                               "student's mean and how many documents it puts at each level; perplexity: the "
+                               "selecting scorer's median", table)], notes=notes)

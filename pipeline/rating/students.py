@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.distill.engine import teacher_tokens
+from pipeline.distill.model import CARD, copy_tokenizer, replace_dir
 from pipeline.distill.student import Student, StudentSettings, fold_ids, spearman
 from pipeline.hashing import file_sha256
 from pipeline.rating.rater import RaterIdentity, rating_row
 from pipeline.scoring import core
 from pipeline.store import code_version
+from schemas import sidecars
 
-CARD = "curate_model.json"
 KIND = "rating_student"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def is_rating_student(model_dir: str | Path) -> bool:
@@ -71,27 +70,17 @@ def agreement(texts, tokens, expected: np.ndarray, scores: np.ndarray, settings:
             "rater_mean": float(expected.mean()), "rater_std": float(expected.std())}
 
 
-def write_students(out: Path, students: dict[str, Student], rater_dir: Path | None, card: dict) -> Path:
-    """The students, the rater's tokenizer and the card, built aside and swapped in whole."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    digest = hashlib.sha256()
-    for name, student in sorted(students.items()):
-        (tmp / f"{name}.npz").write_bytes(student.to_bytes())
-        digest.update(f"{name} {file_sha256(tmp / f'{name}.npz')}\n".encode())
-    for name in TOKENIZER_FILES:
-        if rater_dir is not None and (Path(rater_dir) / name).is_file():
-            shutil.copyfile(Path(rater_dir) / name, tmp / name)
-    (tmp / CARD).write_text(json.dumps({**card, "kind": KIND, "weights_sha256": digest.hexdigest()}, indent=2) + "\n")
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+def write_students(out: Path, students: dict[str, Student], rater_dir: Path, card: dict) -> Path:
+    """The students, the rater's tokenizer and the card (schemas.sidecars.RATING_STUDENT), swapped in whole."""
+    def fill(tmp: Path) -> None:
+        digest = hashlib.sha256()
+        for name, student in sorted(students.items()):
+            (tmp / f"{name}.npz").write_bytes(student.to_bytes())
+            digest.update(f"{name} {file_sha256(tmp / f'{name}.npz')}\n".encode())
+        copy_tokenizer(rater_dir, tmp)
+        checked = sidecars.RATING_STUDENT.validate({**card, "kind": KIND, "weights_sha256": digest.hexdigest()})
+        (tmp / CARD).write_text(json.dumps(checked, indent=2) + "\n")
+    return replace_dir(out, fill)
 
 
 class StudentRater:
