@@ -167,8 +167,11 @@ def test_rate_a_sample_distil_students_and_rate_everything(spark, tmp_path, corp
     from pipeline.config import apply_overrides
     from pipeline.selection.stage import run_select
     selected = run_select(apply_overrides(cfg, {"select.rules": [
-        {"type": "rating", "rater": out["student_id"], "recipe": "top_k", "keep_fraction": 0.5}]}), overwrite=True)
-    assert 0 < selected.counts["kept"] < 120
+        {"type": "rating", "recipe": "top_k", "keep_fraction": 0.5}]}), overwrite=True)
+    assert 0 < selected.counts["kept"] < 120 and selected.outputs["rater_id"] == out["student_id"]   # the students'
+    by_llm = run_select(apply_overrides(cfg, {"select.name": "llm", "select.rules": [
+        {"type": "rating", "rater": out["rater_id"], "recipe": "top_k", "keep_fraction": 0.5}]}), overwrite=True)
+    assert by_llm.outputs["rater_id"] == out["rater_id"] and by_llm.counts["kept"] < 30
 
 
 @pytest.mark.spark

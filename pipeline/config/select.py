@@ -83,7 +83,8 @@ class RatingRule(Strict):
     recipe: overall_level (documents rated `level`, a seeded uniform sample up to the size target), top_k,
     multi_domain (token quotas per source, then per rater domain, top_k in each) or temperature sampling."""
     type: Literal["rating"]
-    rater: str | None = Field(None, description="a rater id or model name in store/ratings; default: the only one")
+    rater: str | None = Field(None, description="a rater id or model name in store/ratings; default: the rate "
+                                                "stage's students (they rate every document), else the only rater")
     recipe: Literal["overall_level", "top_k", "multi_domain", "temperature"] = "top_k"
     criterion: Literal[RATING_CRITERIA + ("quality_mix",)] = Field(
         "overall_score", description="one of the 14 ratings, or quality_mix (the sum of all 14)")

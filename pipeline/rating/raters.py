@@ -29,14 +29,17 @@ def describe(raters: dict[str, dict]) -> str:
     return ", ".join(f"{rid} ({r.get('model_name', '?')}, {r.get('decoding', '?')})" for rid, r in raters.items())
 
 
-def resolve_rater(store: Store, wanted: str | None) -> dict:
-    """The identity of the rater `wanted` names (its id, else its model name), or of the store's only
-    rater when `wanted` is None; a UserError that lists the store's raters when there is no such one."""
+def resolve_rater(store: Store, wanted: str | None, preferred: str | None = None) -> dict:
+    """The identity of the rater `wanted` names (its id, else its model name); when `wanted` is None, of
+    `preferred` (a rater id: the rate stage's students) if it has ratings, else of the store's only rater.
+    A UserError that lists the store's raters when there is no such one."""
     raters = store_raters(store)
     if not raters:
         raise UserError(f"no ratings in {store.uri} (ratings/rater=<id>/part-*.parquet): rate the store first "
                         f"(`curate rate`)")
     if wanted is None:
+        if preferred in raters:
+            return raters[preferred]
         if len(raters) == 1:
             return next(iter(raters.values()))
         raise UserError(f"{store.uri} has {len(raters)} raters: name one in the rating rule (rater: an id or "

@@ -51,6 +51,14 @@ def students_dir(config: Config) -> Path:
     return Path(config.rate.student_out or Store(config.store).path("models", "rating-student"))
 
 
+def students_rater_id(config: Config) -> str | None:
+    """The rater id of the rate stage's students (rate.student_out), when they exist: what a rating rule
+    reads by default, since they rate every document."""
+    from pipeline.rating.students import is_rating_student, read_card, student_identity
+    out = students_dir(config)
+    return student_identity(read_card(out)).rater_id if is_rating_student(out) else None
+
+
 def _rater(cfg_json: str, model: str, num_threads: int, rater_id: str):
     """This worker's rater (LLM, student or service client), built on first use."""
     key = f"{cfg_json}\0{model}\0{rater_id}"

@@ -128,9 +128,12 @@ def page_score_run(config: Config, store: Store) -> str | None:
 def rating_rater(config: Config, store: Store) -> dict | None:
     """The rater whose ratings the selection's rating rules read (one per selection), or None without such
     rules; a UserError listing the store's raters when a rule's rater is not there."""
+    from pipeline.rating.stage import students_rater_id
     raters = {}
-    for wanted in sorted({r.rater for r in config.select.rules if r.type == "rating"}, key=str):
-        rater = resolve_rater(store, wanted)
+    wanted_raters = sorted({r.rater for r in config.select.rules if r.type == "rating"}, key=str)
+    preferred = students_rater_id(config) if None in wanted_raters else None
+    for wanted in wanted_raters:
+        rater = resolve_rater(store, wanted, preferred)
         raters[rater["rater_id"]] = rater
     if len(raters) > 1:
         raise UserError(f"select: rating rules of one selection read one rater, got {', '.join(raters)}; select "
