@@ -11,7 +11,7 @@ FLOORS = [
     ("pipeline.config", "pipeline.store", "pipeline.lock", "pipeline.io", "pipeline.sql", "pipeline.spark"),
     ("pipeline.stage",),
     ("pipeline.ingest", "pipeline.train", "pipeline.scoring", "pipeline.selection", "pipeline.export",
-     "pipeline.distill", "pipeline.correlations", "pipeline.rating", "pipeline.mixing"),
+     "pipeline.distill", "pipeline.correlations", "pipeline.rating", "pipeline.mixing", "pipeline.evaluate"),
     ("pipeline.run",),
     ("pipeline.demo",),
     ("pipeline.console", "pipeline.cli"),
