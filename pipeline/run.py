@@ -25,6 +25,7 @@ from pipeline.distill import stage as distill
 from pipeline.errors import UserError
 from pipeline.export import stage as export
 from pipeline.ingest import stage as ingest
+from pipeline.mixing import stage as mixing
 from pipeline.rating import stage as rating
 from pipeline.scoring import stage as scoring
 from pipeline.selection import stage as selection
@@ -77,6 +78,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           rating.check_config, rating.report, rating.summary_row),
     Stage("select", "select", lambda c, p: selection.run_select(c, overwrite=True),
           _no_check, selection.report, selection.summary_row),
+    Stage("mix", "mix", lambda c, p: mixing.run_mix(c, progress=p),
+          mixing.check_config, mixing.report, mixing.summary_row),
     Stage("export", "export", lambda c, p: export.run_export(c, _spark(c), progress=p, overwrite=True),
           export.check_config, export.report, export.summary_row),
 ]}

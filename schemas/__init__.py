@@ -191,10 +191,20 @@ RATINGS = _versioned("ratings", 1, [
     pa.field("truncated", pa.bool_()),                      # the text was cut to its head and tail
 ])
 
+# The groups of a `curate mix` run (mixtures/<name>/groups.parquet): every document it grouped, and whether
+# it is in its group's held-out split (the validation set a downstream trainer can keep using).
+MIXTURE_GROUPS = _versioned("mixture_groups", 1, [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("group", pa.string(), nullable=False),
+    pa.field("heldout", pa.bool_(), nullable=False),
+    pa.field("sampled", pa.bool_(), nullable=False),        # among the documents the proxies trained or were evaluated on
+])
+
 TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD,
           "scores": SCORES, "selection": SELECTION, "export_documents": EXPORT_DOCUMENTS, "bpb_matrix": BPB_MATRIX,
           "benchmark_results": BENCHMARK_RESULTS, "correlation_estimates": CORRELATION_ESTIMATES,
-          "page_scores": PAGE_SCORES, "ratings": RATINGS}
+          "page_scores": PAGE_SCORES, "ratings": RATINGS,
+          "mixture_groups": MIXTURE_GROUPS}
 
 
 class SchemaError(ValueError):

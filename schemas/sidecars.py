@@ -146,7 +146,13 @@ EXPORT_MANIFEST = Sidecar("export_manifest", "exports/*/manifest.json", 1, {
 
 MIXTURE = Sidecar("mixture", "mixtures/*.json", 1, {
     "weights": "group -> weight (normalised to token shares)",
-}, optional={"group_by": "the docs column of the groups (default: export.group_by)"})
+}, optional={"group_by": "the docs column (or, from curate mix, the DuckDB expression) of the groups "
+                         "(default: export.group_by)",
+             "groups_table": "mixtures/<name>/groups.parquet: doc_id -> group, heldout (curate mix)",
+             "method": "the method whose proportions are the weights", "proportions": "final | average",
+             "methods": "per method: final and average proportions, trajectory, per-group losses, mean loss",
+             "groups": "per group: documents, held-out documents, training tokens",
+             "config": "the mix config", "proxy": "the proxy model: parameters, tokens/s"})
 
 CORRELATIONS = Sidecar("correlations", "correlations/*/_correlations.json", 1, {
     "name": "the run's name", "config": "the correlate config", "models": "[{name, path, scorer_id, source}]",

@@ -304,6 +304,7 @@ def sql(store: str = typer.Argument(..., help="the corpus store"),
 
 from pipeline.cli import correlate as _correlate  # noqa: E402,F401  (registers correlate and benchmark)
 from pipeline.cli import rate as _rate  # noqa: E402,F401  (registers rate and serve)
+from pipeline.cli import mix as _mix  # noqa: E402,F401  (registers mix)
 
 
 def main() -> None:

@@ -73,9 +73,11 @@ def read_mixture(store: Store, ref: str, default_group_by: str) -> dict:
         weights = normalise_weights(obj["weights"])
     except ValueError as e:
         raise UserError(f"export.mixture {source}: {e}") from None
-    return {"source": source, "group_by": obj.get("group_by") or default_group_by, "weights": weights}
+    return {"source": source, "group_by": obj.get("group_by") or default_group_by, "weights": weights,
+            "groups_table": obj.get("groups_table")}
 
 
+MIX_GROUP = "__mixture_group"   # the column a curate mix run's groups are joined into
 _TOKENIZERS: dict[str, Any] = {}  # one tokenizer per Python worker (and one on the driver)
 
 
@@ -226,6 +228,12 @@ def run_export(config: Config, spark, progress: Callable[[str, int, int], None] 
         store.delete(*work, "manifest.json")  # a manifest says the export is complete: it is written last
         store.clear_temporary(*work)
         docs = spark.read.parquet(store.spark_path("docs", "part-*.parquet"))
+        if mixture and mixture["groups_table"]:   # a curate mix run's groups, its held-out documents left out
+            from pyspark.sql import functions as F
+            grouped = spark.read.parquet(store.spark_path(*mixture["groups_table"].split("/")))
+            docs = docs.join(grouped.where(~F.col("heldout")).select("doc_id", F.col("group").alias(MIX_GROUP)),
+                             "doc_id", "left")
+            group_by = MIX_GROUP
         _check_columns(docs.columns, cfg, group_by, mixture)
         job = f"curate-export-{run.run_id}"
 
