@@ -109,6 +109,12 @@ def prompt_ids(tokenizer, text: str, text_tokens: int) -> RaterPrompt:
     return RaterPrompt(list(tokenizer(chat, add_special_tokens=False)["input_ids"]), len(kept), len(kept) < len(ids))
 
 
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The tokens that end a greedy answer: the tokenizer's EOS and, in a ChatML template, <|im_end|>."""
+    ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return sorted(t for t in ids if isinstance(t, int) and t >= 0)
+
+
 def check_chat_model(tokenizer, model_dir) -> None:
     from pipeline.errors import UserError
     if not getattr(tokenizer, "chat_template", None):

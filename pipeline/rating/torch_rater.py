@@ -18,8 +18,8 @@ import torch
 from pipeline.errors import UserError
 from pipeline.rating.constrained import slot_token_ids
 from pipeline.rating.prompt import ANSWER_SLOTS, fixed_texts
-from pipeline.rating.rater import (check_chat_model, constrained_row, llm_identity, prompt_ids, rating_row,
-                                   score_slot_probabilities)
+from pipeline.rating.rater import (check_chat_model, constrained_row, end_of_turn_ids, llm_identity, prompt_ids,
+                                   rating_row, score_slot_probabilities)
 from pipeline.scoring import core
 from pipeline.scoring.identity import default_dtype
 from pipeline.scoring.torch_engine import _DTYPES, available_cpus
@@ -49,6 +49,7 @@ class TorchRater:
         self.model = model
         self.slots = slot_token_ids(self.tokenizer, ANSWER_SLOTS)
         self.fixed = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in fixed_texts()]
+        self.stop_ids = end_of_turn_ids(self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
@@ -114,8 +115,7 @@ class TorchRater:
     @torch.inference_mode()
     def _greedy(self, seqs: list[list[int]]) -> list[tuple[str, np.ndarray | None]]:
         ids, mask = self._left_padded(seqs)
-        stop = [t for t in {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
-                if isinstance(t, int) and t >= 0]
+        stop = self.stop_ids
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=ANSWER_MAX_TOKENS,
                                   do_sample=False, num_beams=1, eos_token_id=stop, pad_token_id=self.pad_id,
                                   output_scores=True, return_dict_in_generate=True, temperature=None,

@@ -18,7 +18,7 @@ import numpy as np
 from pipeline.errors import UserError
 from pipeline.rating.answer import CRITERIA, SCORES
 from pipeline.rating.constrained import slot_token_ids
-from pipeline.rating.rater import (check_chat_model, llm_identity, prompt_ids, rating_row,
+from pipeline.rating.rater import (check_chat_model, end_of_turn_ids, llm_identity, prompt_ids, rating_row,
                                    score_slot_probabilities)
 from pipeline.rating.torch_rater import ANSWER_MAX_TOKENS
 from pipeline.scoring import core
@@ -51,10 +51,8 @@ class VllmRater:
         except (ValueError, TypeError) as e:
             raise UserError(f"vLLM could not load {self.model_dir}: {e}") from e
         self.score_ids = slot_token_ids(self.tokenizer, [SCORES])[0]
-        stop = [t for t in {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
-                if isinstance(t, int) and t >= 0]
         wanted: dict[str, Any] = {"temperature": 0.0, "max_tokens": ANSWER_MAX_TOKENS, "logprobs": LOGPROBS,
-                                  "stop_token_ids": stop}
+                                  "stop_token_ids": end_of_turn_ids(self.tokenizer)}
         if decoding == "constrained":
             wanted.update(_structured(vllm))
         self.sampling_params = SamplingParams(**_accepted_kwargs(SamplingParams, wanted))
