@@ -23,6 +23,7 @@ from pipeline.config import Config, apply_overrides, load_config
 from pipeline.correlations import stage as correlate
 from pipeline.distill import stage as distill
 from pipeline.errors import UserError
+from pipeline.evaluate import stage as evaluation
 from pipeline.export import stage as export
 from pipeline.ingest import stage as ingest
 from pipeline.mixing import stage as mixing
@@ -82,6 +83,8 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in [
           mixing.check_config, mixing.report, mixing.summary_row),
     Stage("export", "export", lambda c, p: export.run_export(c, _spark(c), progress=p, overwrite=True),
           export.check_config, export.report, export.summary_row),
+    Stage("evaluate", "evaluate", lambda c, p: evaluation.run_evaluate(c, progress=p),
+          evaluation.check_config, evaluation.report, evaluation.summary_row),
 ]}
 
 

@@ -32,6 +32,9 @@ PARQUET_VIEWS = {
     "bpb_matrix": ("correlations/*/matrix/part-*.parquet", ""),
     "benchmarks": ("correlations/*/benchmarks/part-*.parquet", ""),
     "page_scores": ("correlations/*/page_scores/part-*.parquet", ""),
+    # `curate evaluate`, every evaluation (each table has its `evaluation` column):
+    "evaluations": ("evaluations/*/summary.parquet", ""),
+    "evaluation_runs": ("evaluations/*/runs.parquet", ""),
 }
 # views derived from others, created when the view they read is: name -> (that view, query)
 DERIVED_VIEWS = {

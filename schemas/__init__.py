@@ -200,11 +200,38 @@ MIXTURE_GROUPS = _versioned("mixture_groups", 1, [
     pa.field("sampled", pa.bool_(), nullable=False),        # among the documents the proxies trained or were evaluated on
 ])
 
+# `curate evaluate` (evaluations/<name>/): every proxy's loss on every held-out set (runs.parquet), and per
+# set each arm's mean and spread over seeds against the random arm (summary.parquet). A set is a group's
+# held-out documents, `target`, or `groups_mean` (the mean over the groups).
+EVALUATION_RUNS = _versioned("evaluation_runs", 1, [
+    pa.field("evaluation", pa.string(), nullable=False),
+    pa.field("arm", pa.string(), nullable=False),           # random | selection:<name> | export:<name>
+    pa.field("seed", pa.int32(), nullable=False),
+    pa.field("set", pa.string(), nullable=False),
+    pa.field("loss", pa.float64(), nullable=False),         # mean next-token loss, nats
+    pa.field("docs", pa.int64(), nullable=False),           # distinct documents the proxy trained on
+    pa.field("unique_tokens", pa.int64(), nullable=False),  # their tokens
+    pa.field("train_tokens", pa.int64(), nullable=False),   # tokens trained on: steps x batch_size x max_seq_len
+])
+EVALUATION_SUMMARY = _versioned("evaluation_summary", 1, [
+    pa.field("evaluation", pa.string(), nullable=False),
+    pa.field("arm", pa.string(), nullable=False),
+    pa.field("set", pa.string(), nullable=False),
+    pa.field("seeds", pa.int32(), nullable=False),
+    pa.field("mean_loss", pa.float64(), nullable=False),
+    pa.field("std_loss", pa.float64()),                     # over seeds (n - 1); null with one seed
+    pa.field("perplexity", pa.float64(), nullable=False),   # exp(mean_loss)
+    pa.field("diff_mean", pa.float64(), nullable=False),    # mean over seeds of (arm - random); negative is better
+    pa.field("diff_std", pa.float64()),                     # its spread over seeds; null with one seed
+    pa.field("beats_random", pa.bool_(), nullable=False),   # lower on every seed, by more than the spread
+])
+
 TABLES = {"reference_split": REFERENCE_SPLIT, "docs": DOCS, "quarantine": QUARANTINE, "run_record": RUN_RECORD,
           "scores": SCORES, "selection": SELECTION, "export_documents": EXPORT_DOCUMENTS, "bpb_matrix": BPB_MATRIX,
           "benchmark_results": BENCHMARK_RESULTS, "correlation_estimates": CORRELATION_ESTIMATES,
           "page_scores": PAGE_SCORES, "ratings": RATINGS,
-          "mixture_groups": MIXTURE_GROUPS}
+          "mixture_groups": MIXTURE_GROUPS, "evaluation_runs": EVALUATION_RUNS,
+          "evaluation_summary": EVALUATION_SUMMARY}
 
 
 class SchemaError(ValueError):

@@ -194,8 +194,23 @@ CONVERTED_MODEL = Sidecar("converted_model", "<model dir>/curate_model.json", 1,
 })
 
 # Every sidecar in the store, for `sidecar_for`; model cards are found by their `kind`.
+EVALUATION = Sidecar("evaluation", "evaluations/*/_evaluation.json", 1, {
+    "name": "the evaluation's name", "config": "the evaluate config",
+    "arms": "per arm: source, docs available, and per seed the documents and tokens it trained on",
+    "sets": "per held-out set (each group, the target): documents and tokens",
+    "headline": "{set, rows}: the comparison on the target (or the groups' mean) per arm",
+    "proxy": "the proxy model: parameters, tokens per proxy, tokens/s", "created_at": "ISO 8601 time, UTC",
+})
+
+EVALUATION_RUN = Sidecar("evaluation_run", "evaluations/*/_runs/*.json", 1, {
+    "fingerprint": "what the run depends on (config, arm, seed, its documents, the held-out sets): a re-run "
+                   "with the same fingerprint reuses it",
+    "losses": "held-out set -> loss (nats)", "docs": "distinct documents trained on", "unique_tokens": "their tokens",
+    "train_tokens": "tokens trained on", "tokens_per_second": "training throughput",
+})
+
 STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, RATER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
-                  EXPORT_MANIFEST, MIXTURE, CORRELATIONS)
+                  EXPORT_MANIFEST, MIXTURE, CORRELATIONS, EVALUATION, EVALUATION_RUN)
 STUDENT_MODEL = Sidecar("student_model", "<model dir>/curate_model.json", 1, {
     "name": "the student's name (the scorer identity's model_name)", "kind": "distilled_student",
     "teacher": "the teacher scorer's identity (_scorer.json)", "target": "the teacher's column it predicts",

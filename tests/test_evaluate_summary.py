@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pipeline.evaluate.summary import compare_arms, training_rows
+from pipeline.evaluate.summary import compare_arms, tokens_prefix, training_rows
 
 
 def test_every_arm_trains_on_the_same_rows():
@@ -29,3 +29,14 @@ def test_the_paired_verdict_by_hand():
         compare_arms({"random": [3.0, 3.1], "curated": [2.0]}, "random")
     with pytest.raises(ValueError, match="baseline"):
         compare_arms({"curated": [2.0]}, "random")
+
+
+def test_tokens_prefix_against_brute_force():
+    import random
+    rng = random.Random(0)
+    for _ in range(300):
+        lengths = [rng.randint(1, 9) for _ in range(rng.randint(0, 12))]
+        needed = rng.randint(-2, 60)
+        n = tokens_prefix(lengths, needed)
+        brute = next((k for k in range(len(lengths) + 1) if sum(lengths[:k]) >= needed), len(lengths))
+        assert n == brute, (lengths, needed)

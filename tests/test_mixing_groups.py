@@ -42,3 +42,14 @@ def test_rows_track_changing_proportions(seed):
         assert (expected - allocator.dealt).max() < 2             # and not far behind
     with pytest.raises(ValueError):
         allocator.allocate(np.full(m, 0.5), 4)
+
+
+def test_largest_groups_against_brute_force():
+    from pipeline.mixing.groups import largest_groups
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        groups = [None if x == 0 else f"g{x}" for x in rng.integers(0, 7, rng.integers(0, 40))]
+        k, min_docs = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+        counts = {g: groups.count(g) for g in set(groups) if g is not None}
+        ranked = sorted((g for g in counts if counts[g] >= min_docs), key=lambda g: (-counts[g], g))[:k]
+        assert largest_groups(groups, k, min_docs) == sorted(ranked)

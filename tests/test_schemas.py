@@ -66,7 +66,8 @@ def test_every_store_sidecar_is_found_by_its_path():
              "exports/e/_export.json": "export_fingerprint", "exports/e/_shards/shard-00001.json": "export_shard",
              "exports/e/manifest.json": "export_manifest", "mixtures/m.json": "mixture",
              "correlations/default/_correlations.json": "correlations",
-             "ratings/rater=0a1b/_rater.json": "rater"}
+             "ratings/rater=0a1b/_rater.json": "rater", "evaluations/e/_evaluation.json": "evaluation",
+             "evaluations/e/_runs/selection-x-0.json": "evaluation_run"}
     assert {p: sidecars.sidecar_for(p).name for p in paths} == paths
     assert sidecars.sidecar_for("docs/part-00000.parquet") is None
     assert {s.name for s in sidecars.STORE_SIDECARS} == set(paths.values())

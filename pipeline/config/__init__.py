@@ -15,7 +15,7 @@ from pipeline.errors import UserError
 from schemas import RATING_CRITERIA
 
 from pipeline.config.base import NAME_PATTERN, Strict
-from pipeline.config.mix import AioliConfig, MixConfig, ProxyModelConfig  # noqa: F401
+from pipeline.config.mix import AioliConfig, EvaluateConfig, MixConfig, ProxyModelConfig  # noqa: F401
 from pipeline.config.select import (BandRule, BertinRule, CCNetRule, CorrelationRule, PercentileRule,  # noqa: F401
                                     RatingRule, ScoreColumn, ScoreRule, SelectConfig, SelectionRule, WhereRule)
 
@@ -333,6 +333,7 @@ class Config(Strict):
     rate: RateConfig = Field(default_factory=RateConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     stages: list[str] = Field(default_factory=lambda: ["ingest", "distill", "select", "export"],
                               description="what `curate run` runs, always in pipeline order "

@@ -1,6 +1,7 @@
 """The `mix:` section: groups of the store, the proxy model, and the mixing methods compared on it."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -44,7 +45,7 @@ class MixConfig(Strict):
     group_by: str = Field("host", description="a DuckDB expression over docs naming a document's group, e.g. "
                                               "host, language, or CASE WHEN n_chars < 500 THEN 'short' ELSE 'long' END")
     where: str | None = Field(None, description="a DuckDB predicate over docs")
-    selection: str | None = Field(None, description="only the kept documents of this selection")
+    selection: str | None = Field(None, pattern=NAME_PATTERN, description="only the kept documents of this selection")
     max_groups: int = Field(8, ge=2, description="the largest groups by documents; the rest are left out")
     min_group_docs: int = Field(20, ge=2, description="smaller groups are left out")
     max_docs_per_group: int = Field(400, ge=2, description="a seeded sample of each group (bounds the work)")
@@ -63,4 +64,39 @@ class MixConfig(Strict):
     def _use_is_run(self):
         if self.use not in self.methods:
             raise ValueError(f"mix.use {self.use!r} is not among mix.methods {self.methods}")
+        return self
+
+
+class EvaluateConfig(Strict):
+    """`curate evaluate`: does a curation choice help? Proxies trained on exactly the same number of tokens
+    from a random subset of the store and from each curated arm, one per seed, compared on each group's
+    held-out documents and on a target set; store/evaluations/<name>/ and the `evaluations` view."""
+    name: str = Field("default", pattern=NAME_PATTERN, description="store/evaluations/<name>/")
+    arms: list[str] = Field(default_factory=list, description="curated arms, each selection:<name> (its kept "
+                            "documents) or export:<name> (its exported documents); default: selection:<select.name>")
+    pool_where: str | None = Field(None, description="the random arm draws from the documents this DuckDB "
+                                                     "predicate over docs admits (default: every document)")
+    group_by: str = Field("host", description="a DuckDB expression over docs: the groups whose held-out loss is reported")
+    max_groups: int = Field(8, ge=1, description="the largest groups by documents")
+    min_group_docs: int = Field(20, ge=2)
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of each group held out from every arm")
+    max_heldout_docs: int = Field(40, ge=1, description="held-out documents evaluated per group")
+    target_where: str | None = Field(None, description="the target set: documents this predicate admits, held "
+                                                       "out from every arm (e.g. host = 'docs.python.org')")
+    target_file: str | None = Field(None, description="or a JSONL (.gz) / Parquet file of texts (field `text`)")
+    max_target_docs: int = Field(200, ge=1)
+    seeds: int = Field(3, ge=1, description="proxies per arm (the random subset is drawn afresh per seed)")
+    steps: int = Field(200, ge=1, description="training steps of every proxy: steps x batch_size x max_seq_len tokens")
+    tokenizer_docs: int = Field(2000, ge=10, description="documents the shared BPE is trained on")
+    proxy: ProxyModelConfig = Field(default_factory=ProxyModelConfig)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if self.target_where and self.target_file:
+            raise ValueError("evaluate: set target_where or target_file, not both")
+        for arm in self.arms:
+            kind, _, name = arm.partition(":")
+            if kind not in ("selection", "export") or not re.match(NAME_PATTERN, name):
+                raise ValueError(f"evaluate.arms: {arm!r} is not selection:<name> or export:<name>")
         return self

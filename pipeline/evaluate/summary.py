@@ -22,6 +22,16 @@ def training_rows(available: int, steps: int, batch_size: int) -> tuple[int, flo
     return needed, needed / available
 
 
+def tokens_prefix(lengths, needed: int) -> int:
+    """How many documents, taken in order, first hold at least `needed` tokens (all of them when they hold
+    fewer): an arm reads no more documents than its proxy trains on, and the random arm as many tokens as
+    the curated one."""
+    if needed <= 0:
+        return 0
+    total = np.cumsum(np.asarray(lengths, dtype=np.int64))
+    return int(min(np.searchsorted(total, needed) + 1, len(total)))
+
+
 def compare_arms(losses: dict[str, list[float]], baseline: str) -> list[dict]:
     """One row per arm: seeds, mean, std, and against `baseline` (same seeds, same order): the mean and std
     of the per-seed differences (arm - baseline; negative is better) and whether the arm beats it."""

@@ -15,6 +15,15 @@ import numpy as np
 from pipeline.hashing import seeded_keys
 
 
+def largest_groups(groups, max_groups: int, min_docs: int) -> list[str]:
+    """The (at most) `max_groups` groups with the most documents, each of at least `min_docs`, sorted by name;
+    ties in size go to the name first in order. A null group (None) is never chosen."""
+    present = [g for g in groups if g is not None]
+    names, counts = np.unique(np.asarray(present, dtype=str), return_counts=True) if present else ([], [])
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    return sorted([str(names[i]) for i in order if counts[i] >= min_docs][:max_groups])
+
+
 def heldout_split(doc_ids, groups, fraction: float, seed: int | str = 0, min_docs: int = 1) -> np.ndarray:
     """True for the held-out documents: in each group, the ceil(fraction x size) (at least `min_docs`, at
     most size - 1) with the smallest seeded keys."""

@@ -19,12 +19,26 @@ import pyarrow as pa
 
 import schemas
 from schemas import sidecars
-from pipeline.config import Config, ReferenceConfig
+from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.stage import Report, StageResult, StageRun
 from pipeline.store import Store
 
 STAGE = "mix"
+
+
+def grouped_docs(con, group_by: str, where: str | None, selection: str | None, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """(doc_ids, groups) of the documents `where` (and the kept documents of `selection`) admit, ordered by
+    doc_id, grouped by the DuckDB expression `group_by` over docs (a null group stays None)."""
+    kept = (f" AND doc_id IN (SELECT doc_id FROM selections WHERE selection = '{selection}' AND kept)"
+            if selection else "")
+    try:
+        table = con.sql(f"SELECT doc_id, CAST(({group_by}) AS VARCHAR) AS grp FROM docs "
+                        f"WHERE ({where or 'TRUE'}){kept} ORDER BY doc_id").to_arrow_table()
+    except Exception as e:   # duckdb's errors: a bad expression, an unknown column or selection
+        raise UserError(f"{stage}: group_by {group_by!r} / where {where!r} on docs: {str(e).splitlines()[0]}") from None
+    return (np.asarray(table.column("doc_id").to_pylist(), dtype=object),
+            np.asarray(table.column("grp").to_pylist(), dtype=object))
 
 
 def read_groups(store: Store, config: Config) -> tuple[pa.Table, pa.Table]:
@@ -33,23 +47,12 @@ def read_groups(store: Store, config: Config) -> tuple[pa.Table, pa.Table]:
     held-out split; sample: doc_id, text, group, heldout of the documents the proxies use, at most
     `max_docs_per_group` training and as many held-out documents per group, by seeded keys."""
     from pipeline.hashing import seeded_keys
-    from pipeline.mixing.groups import heldout_split
+    from pipeline.mixing.groups import heldout_split, largest_groups
     from pipeline.sql import connect
     cfg = config.mix
     con, _ = connect(store)
-    kept = (f" AND doc_id IN (SELECT doc_id FROM selections WHERE selection = '{cfg.selection}' AND kept)"
-            if cfg.selection else "")
-    try:
-        table = con.sql(f"SELECT doc_id, CAST(({cfg.group_by}) AS VARCHAR) AS grp FROM docs "
-                        f"WHERE ({cfg.where or 'TRUE'}){kept} ORDER BY doc_id").to_arrow_table()
-    except Exception as e:   # duckdb's errors: a bad expression, an unknown column or selection
-        raise UserError(f"mix: group_by {cfg.group_by!r} / where {cfg.where!r} on docs: {str(e).splitlines()[0]}") from None
-    groups = np.asarray(table.column("grp").to_pylist(), dtype=object)
-    ids = np.asarray(table.column("doc_id").to_pylist(), dtype=object)
-    present = groups[groups != None]   # noqa: E711  (documents whose group is null are left out)
-    names, counts = np.unique(present.astype(str), return_counts=True) if len(present) else ([], [])
-    order = np.argsort(-np.asarray(counts), kind="stable")
-    chosen = sorted([str(names[i]) for i in order if counts[i] >= cfg.min_group_docs][: cfg.max_groups])
+    ids, groups = grouped_docs(con, cfg.group_by, cfg.where, cfg.selection, STAGE)
+    chosen = largest_groups(groups, cfg.max_groups, cfg.min_group_docs)
     if len(chosen) < 2:
         raise UserError(f"mix: {len(chosen)} group(s) of at least {cfg.min_group_docs} documents by "
                         f"{cfg.group_by!r}; a mixture needs 2 (lower mix.min_group_docs or change group_by)")
@@ -70,19 +73,12 @@ def read_groups(store: Store, config: Config) -> tuple[pa.Table, pa.Table]:
     return all_groups, sample
 
 
-def proxy_reference_config(config: Config) -> ReferenceConfig:
-    p = config.mix.proxy
-    return ReferenceConfig(vocab_size=p.vocab_size, hidden_size=p.hidden_size, num_layers=p.num_layers,
-                           num_heads=p.num_heads, max_seq_len=p.max_seq_len, batch_size=p.batch_size, lr=p.lr,
-                           warmup_steps=p.warmup_steps, device=p.device, seed=config.mix.seed)
-
-
 def run_mix(config: Config, spark=None, progress: Callable | None = None) -> StageResult:
     """Group, train a proxy per method, write the mixture. outputs: name, weights, method, methods (per
     method: final, average, losses, mean_loss), groups."""
     from pipeline.mixing.aioli import AioliSettings
     from pipeline.mixing.methods import compare
-    from pipeline.train.proxy import ProxyTrainer
+    from pipeline.train.proxy import ProxyTrainer, proxy_reference_config
     from pipeline.train.reference import encode_documents, pack_sequences, train_tokenizer
     cfg = config.mix
     run = StageRun(STAGE, config, requires=("docs",))
@@ -95,7 +91,7 @@ def run_mix(config: Config, spark=None, progress: Callable | None = None) -> Sta
             store.write_table(all_groups, schemas.MIXTURE_GROUPS, "mixtures", cfg.name, "groups.parquet")
         with run.phase("data"):
             texts, groups = table.column("text").to_pylist(), table.column("group").to_pylist()
-            ref = proxy_reference_config(config)
+            ref = proxy_reference_config(cfg.proxy, cfg.seed)
             tokenizer = train_tokenizer([t for t, h in zip(texts, heldout) if not h], ref.vocab_size)
             train_rows, heldout_rows, tokens = [], [], []
             for name in names:

@@ -17,12 +17,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import ReferenceConfig
+from pipeline.config import ProxyModelConfig, ReferenceConfig
 from pipeline.mixing.groups import GroupAllocator
 from pipeline.train.reference import build_model, lr_at, mean_token_nll
 
 if TYPE_CHECKING:
     import torch
+
+
+def proxy_reference_config(proxy: ProxyModelConfig, seed: int) -> ReferenceConfig:
+    """The reference trainer's settings for a proxy of `proxy`'s size."""
+    return ReferenceConfig(vocab_size=proxy.vocab_size, hidden_size=proxy.hidden_size, num_layers=proxy.num_layers,
+                           num_heads=proxy.num_heads, max_seq_len=proxy.max_seq_len, batch_size=proxy.batch_size,
+                           lr=proxy.lr, warmup_steps=proxy.warmup_steps, device=proxy.device, seed=seed)
 
 
 class GroupRows:
@@ -51,13 +58,14 @@ class GroupRows:
 
 class ProxyTrainer:
     """Train `config`'s Llama for `total_steps` steps on rows of m groups (`train_rows[g]`, packed by
-    `reference.pack_sequences`), evaluating on `heldout_rows[g]`."""
+    `reference.pack_sequences`), evaluating on each of `heldout_rows` (a mixture: the same groups' held-out
+    rows; an evaluation: one training group, any held-out sets)."""
 
     def __init__(self, tokenizer, train_rows: list, heldout_rows: list, config: ReferenceConfig, total_steps: int,
                  model=None):
         import torch
-        if len(train_rows) != len(heldout_rows) or len(train_rows) < 2:
-            raise ValueError("a mixture needs at least 2 groups, each with training and held-out rows")
+        if not train_rows or not heldout_rows:
+            raise ValueError("a proxy needs training rows and held-out rows")
         empty = [g for g, rows in enumerate(train_rows) if len(rows) == 0]
         if empty:
             raise ValueError(f"group(s) {empty} have no training rows")
@@ -107,7 +115,7 @@ class ProxyTrainer:
         return mean_token_nll(self.model, rows, self.config.batch_size)
 
     def evaluate(self) -> np.ndarray:
-        """Mean next-token loss (nats) on each group's held-out rows."""
+        """Mean next-token loss (nats) on each held-out set."""
         return np.array([self.evaluate_rows(rows) for rows in self.heldout_rows])
 
     @property
