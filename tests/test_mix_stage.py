@@ -99,3 +99,5 @@ def test_bad_groupings_are_clear_errors(tmp_path, corpus, spark):
         run_mix(_config(tmp_path, corpus, group_by="no_such_column"))
     with pytest.raises(UserError, match="a mixture needs 2"):
         run_mix(_config(tmp_path, corpus, min_group_docs=100))
+    with pytest.raises(UserError, match="needs at least 5 runs"):
+        run_mix(_config(tmp_path, corpus, law_runs=3))

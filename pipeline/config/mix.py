@@ -50,6 +50,8 @@ class MixConfig(Strict):
     min_group_docs: int = Field(20, ge=2, description="smaller groups are left out")
     max_docs_per_group: int = Field(400, ge=2, description="a seeded sample of each group (bounds the work)")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of each group held out for its loss")
+    max_eval_rows: int = Field(64, ge=1, description="rows of max_seq_len tokens each group's held-out loss is "
+                                                     "measured on (Aioli measures it after every sweep)")
     steps: int = Field(300, ge=1, description="training steps of every method's proxy")
     methods: list[MixMethod] = Field(default_factory=lambda: ["stratified", "token_share", "log_linear", "aioli"])
     use: MixMethod = Field("aioli", description="the method whose proportions become the mixture's weights")
@@ -85,6 +87,7 @@ class EvaluateConfig(Strict):
                                                        "out from every arm (e.g. host = 'docs.python.org')")
     target_file: str | None = Field(None, description="or a JSONL (.gz) / Parquet file of texts (field `text`)")
     max_target_docs: int = Field(200, ge=1)
+    max_eval_rows: int = Field(64, ge=1, description="rows of max_seq_len tokens each held-out set is cut to")
     seeds: int = Field(3, ge=1, description="proxies per arm (the random subset is drawn afresh per seed)")
     steps: int = Field(200, ge=1, description="training steps of every proxy: steps x batch_size x max_seq_len tokens")
     tokenizer_docs: int = Field(2000, ge=10, description="documents the shared BPE is trained on")

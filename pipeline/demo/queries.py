@@ -114,9 +114,17 @@ def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8, ra
         # rates a stratified sample; a student of its Overall Score rates every document.
         "rate": {"model": "smollm2-135m", "text_tokens": 192, "min_sample_docs": rate_docs, "sample_fraction": 0.01,
                  "students": ["overall_score"], "student_out": str(out_dir / "models" / "rating-student")},
+        # A mixture over the six largest hosts: proxies of 260k parameters (stratified, token share, a fitted
+        # log-linear law from 9 runs of 30 steps, Aioli), each 120 steps of 8 x 128 tokens.
+        "mix": {"group_by": "host", "max_groups": 6, "max_docs_per_group": 150, "max_eval_rows": 16, "steps": 120,
+                "law_steps": 30, "aioli": {"round_steps": 40, "lp_steps": 4}},
+        # Does the selection help? Proxies on its documents and on random ones (as many tokens), 3 seeds each,
+        # judged on docs.python.org, which no arm sees.
+        "evaluate": {"arms": ["selection:medium-50"], "target_where": "host = 'docs.python.org'", "seeds": 3,
+                     "steps": 100, "max_eval_rows": 32},
         "stages": ["ingest", "train_reference", "score", *(["distill"] if distill else []),
                    *(["correlate"] if rungs > 0 else []), *(["rate"] if distill and rate_docs else []),
-                   "select", "export"],
+                   "select", "mix", "export", "evaluate"],
     }
 
 

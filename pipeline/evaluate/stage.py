@@ -183,10 +183,11 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
             ref = proxy_reference_config(cfg.proxy, cfg.seed)
             tokenizer = train_tokenizer(texts_of(con, _first_by_key(pool, cfg.tokenizer_docs, f"tokenizer:{cfg.seed}")),
                                         ref.vocab_size)
-            set_rows = {name: pack_sequences(encode_documents(tokenizer, texts_of(con, ids)), ref.max_seq_len)
+            set_rows = {name: pack_sequences(encode_documents(tokenizer, texts_of(con, ids)), ref.max_seq_len)[:cfg.max_eval_rows]
                         for name, ids in sets.items()}
             if target_texts is not None:
-                set_rows[TARGET] = pack_sequences(encode_documents(tokenizer, target_texts), ref.max_seq_len)
+                set_rows[TARGET] = pack_sequences(encode_documents(tokenizer, target_texts),
+                                                  ref.max_seq_len)[:cfg.max_eval_rows]
             set_names = list(set_rows)
             rows_per_proxy, _ = training_rows(1, cfg.steps, ref.batch_size)
             budget = rows_per_proxy * ref.max_seq_len
@@ -196,8 +197,8 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                     "target_file": short_digest(target_texts) if target_texts else None}
         total = cfg.seeds * (len(arms) + 1)
         runs: dict[tuple[str, int], dict] = {}
-        arm_info = {arm: {"source": arm, "available_docs": len(ids), "seeds": []} for arm, ids in curated.items()}
-        arm_info[RANDOM] = {"source": f"docs where {cfg.pool_where or 'TRUE'}", "available_docs": len(pool), "seeds": []}
+        arm_info = {RANDOM: {"source": f"docs where {cfg.pool_where or 'TRUE'}", "available_docs": len(pool), "seeds": []},
+                    **{arm: {"source": arm, "available_docs": len(ids), "seeds": []} for arm, ids in curated.items()}}
         if progress:
             progress(STAGE, 0, total)
         with run.phase("train"):

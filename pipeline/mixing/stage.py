@@ -89,6 +89,9 @@ def run_mix(config: Config, spark=None, progress: Callable | None = None) -> Sta
             names = sorted(set(table.column("group").to_pylist()))
             heldout = table.column("heldout").to_pylist()
             store.write_table(all_groups, schemas.MIXTURE_GROUPS, "mixtures", cfg.name, "groups.parquet")
+            if "log_linear" in cfg.methods and cfg.law_runs and cfg.law_runs < len(names) + 2:
+                raise UserError(f"mix.law_runs {cfg.law_runs}: fitting the log-linear law on {len(names)} groups "
+                                f"needs at least {len(names) + 2} runs (raise it, or leave it unset: groups + 3)")
         with run.phase("data"):
             texts, groups = table.column("text").to_pylist(), table.column("group").to_pylist()
             ref = proxy_reference_config(cfg.proxy, cfg.seed)
@@ -99,7 +102,7 @@ def run_mix(config: Config, spark=None, progress: Callable | None = None) -> Sta
                 train_rows.append(pack_sequences(encode_documents(tokenizer, [texts[i] for i in mine if not heldout[i]]),
                                                  ref.max_seq_len))
                 heldout_rows.append(pack_sequences(encode_documents(tokenizer, [texts[i] for i in mine if heldout[i]]),
-                                                   ref.max_seq_len)[:64])
+                                                   ref.max_seq_len)[:cfg.max_eval_rows])
                 tokens.append(int(train_rows[-1].numel()))
         trainers: list[ProxyTrainer] = []
 

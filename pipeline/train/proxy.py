@@ -101,7 +101,7 @@ class ProxyTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, self.config)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                loss = self.model(input_ids=ids, labels=ids).loss
+                loss = self.model(input_ids=ids, labels=ids, use_cache=False).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
@@ -112,7 +112,7 @@ class ProxyTrainer:
         self.train_seconds += time.perf_counter() - started
 
     def evaluate_rows(self, rows) -> float:
-        return mean_token_nll(self.model, rows, self.config.batch_size)
+        return mean_token_nll(self.model, rows, 4 * self.config.batch_size)   # no gradients: larger batches
 
     def evaluate(self) -> np.ndarray:
         """Mean next-token loss (nats) on each held-out set."""

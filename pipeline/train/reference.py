@@ -170,10 +170,10 @@ def mean_token_nll(model: "LlamaForCausalLM", rows: "torch.Tensor", batch_size: 
     was_training = model.training
     model.eval()
     nll_sum, n_tokens = 0.0, 0
-    with torch.no_grad():
+    with torch.inference_mode():
         for i in range(0, len(rows), batch_size):
             ids = rows[i: i + batch_size].to(device)
-            logits = model(input_ids=ids).logits[:, :-1].float()
+            logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
             targets = ids[:, 1:]
             nll_sum += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                                        reduction="sum").item()
@@ -275,7 +275,7 @@ def train_reference(texts: Sequence[str], out_dir: str | Path, config: Reference
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, config)
             ids = train_rows[next(batches)].to(config.device)
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
