@@ -62,7 +62,7 @@ def test_curated_and_random_arms_train_equal_tokens_and_the_comparison_lands_in_
     run_export(cfg, spark, overwrite=True)
     seen = []
     result = run_evaluate(cfg, progress=lambda phase, done, total, detail="": seen.append((done, total)))
-    assert seen[-1] == (9, 9) and result.counts["proxies"] == 9
+    assert seen[-1] == (9 * 30, 9 * 30) and result.counts["proxies"] == 9   # 3 arms x 3 seeds x 30 steps
 
     # equal tokens: every proxy trained on steps x batch_size rows of max_seq_len, whatever its arm holds
     store = Store(cfg.store)

@@ -74,7 +74,7 @@ def test_mix_writes_groups_and_a_mixture_that_export_samples(spark, tmp_path, co
     assert abs(sum(mixture["weights"].values()) - 1) < 1e-9
     for m in mixture["methods"].values():
         assert set(m["losses"]) == set(mixture["weights"]) and np.isfinite(m["mean_loss"])
-    assert result.counts["proxies"] == 4 + 5 and seen[-1][:2] == (4, 4)      # 4 methods + the law's 5 runs
+    assert result.counts["proxies"] == 4 + 5 and seen[-1][:2] == (200, 200)   # 4 methods + the law's 5 runs, in steps: 4 x 40 + 5 x 8
     assert "aioli" in report(result).text() and mixture["proxy"]["tokens_per_second"] > 0
 
     run_select(cfg, overwrite=True)

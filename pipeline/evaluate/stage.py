@@ -195,7 +195,13 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
         base_key = {"config": cfg.model_dump(mode="json", exclude={"name"}),
                     "sets": {n: short_digest(ids) for n, ids in sets.items()},
                     "target_file": short_digest(target_texts) if target_texts else None}
-        total = cfg.seeds * (len(arms) + 1)
+        total = cfg.seeds * (len(arms) + 1) * cfg.steps   # progress in training steps
+        stepped = [0]
+
+        def advance(steps: int = 1, detail: str = "") -> None:
+            stepped[0] += steps
+            if progress:
+                progress(STAGE, stepped[0], total, detail)
         runs: dict[tuple[str, int], dict] = {}
         arm_info = {RANDOM: {"source": f"docs where {cfg.pool_where or 'TRUE'}", "available_docs": len(pool), "seeds": []},
                     **{arm: {"source": arm, "available_docs": len(ids), "seeds": []} for arm, ids in curated.items()}}
@@ -219,19 +225,20 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                             raise UserError(f"evaluate: arm {arm!r} holds {rows.numel()} tokens, fewer than one row "
                                             f"of {ref.max_seq_len}")
                         trainer = ProxyTrainer(tokenizer, [rows], [set_rows[n] for n in set_names],
-                                               proxy_reference_config(cfg.proxy, cfg.seed + seed), cfg.steps)
+                                               proxy_reference_config(cfg.proxy, cfg.seed + seed), cfg.steps,
+                                               on_step=lambda arm=arm, seed=seed: advance(1, f"{arm}, seed {seed}"))
                         trainer.train([1.0], cfg.steps)
                         done = store.write_json(sidecars.EVALUATION_RUN, {
                             "fingerprint": key, "losses": dict(zip(set_names, trainer.evaluate().tolist())),
                             "docs": len(ids), "unique_tokens": int(rows.numel()), "train_tokens": trainer.tokens,
                             "tokens_per_second": round(trainer.tokens_per_second, 1)}, *path)
+                    else:
+                        advance(cfg.steps, f"{arm}, seed {seed}: done before")
                     runs[(arm, seed)] = done
                     arm_info[arm]["seeds"].append({"seed": seed, "docs": done["docs"],
                                                    "unique_tokens": done["unique_tokens"],
                                                    "train_tokens": done["train_tokens"],
                                                    "epochs": round(done["train_tokens"] / done["unique_tokens"], 3)})
-                    if progress:
-                        progress(STAGE, len(runs), total, f"{arm} seed {seed}")
         all_arms = [RANDOM, *arms]
         runs_table, summary = _tables(cfg.name, all_arms, set_names, runs, cfg.seeds)
         store.write_table(runs_table, schemas.EVALUATION_RUNS, "evaluations", cfg.name, "runs.parquet")

@@ -105,28 +105,30 @@ def run_mix(config: Config, spark=None, progress: Callable | None = None) -> Sta
                                                    ref.max_seq_len)[:cfg.max_eval_rows])
                 tokens.append(int(train_rows[-1].numel()))
         trainers: list[ProxyTrainer] = []
+        law_steps = (cfg.law_runs or len(names) + 3) * (cfg.law_steps or max(1, cfg.steps // 4))
+        total_steps = cfg.steps * len(cfg.methods) + (law_steps if "log_linear" in cfg.methods else 0)
+        done: list = []
+        stepped = [0]
+
+        def on_step() -> None:
+            stepped[0] += 1
+            if progress:
+                progress("mix", stepped[0], total_steps, f"{len(done)} of {len(cfg.methods)} methods done")
 
         def make_proxy() -> ProxyTrainer:
-            trainers.append(ProxyTrainer(tokenizer, train_rows, heldout_rows, ref, cfg.steps))
+            trainers.append(ProxyTrainer(tokenizer, train_rows, heldout_rows, ref, cfg.steps, on_step=on_step))
             return trainers[-1]
 
         a = cfg.aioli
         settings = AioliSettings(round_steps=a.round_steps, lp_rounds=a.lp_rounds, lp_steps=a.lp_steps, eta=a.eta,
                                  one_hot_factor=a.one_hot_factor, ema=a.ema,
                                  prior=tuple(a.prior) if a.prior else None, prior_steps=a.prior_steps)
-        done = []
-
-        def on_method(result) -> None:
-            done.append(result)
-            if progress:
-                progress("mix", len(done), len(cfg.methods), result.method)
-
         if progress:
-            progress("mix", 0, len(cfg.methods))
+            progress("mix", 0, total_steps)
         with run.phase("train"):
             started = time.perf_counter()
             results = compare(make_proxy, len(names), cfg.steps, cfg.methods, tokens=tokens, aioli=settings,
-                              law_run_count=cfg.law_runs, law_steps=cfg.law_steps, seed=cfg.seed, on_method=on_method)
+                              law_run_count=cfg.law_runs, law_steps=cfg.law_steps, seed=cfg.seed, on_method=done.append)
             seconds = time.perf_counter() - started
         chosen = next(r for r in results if r.method == cfg.use)
         weights = chosen.average if cfg.average else chosen.final

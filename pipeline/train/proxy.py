@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class ProxyTrainer:
     rows; an evaluation: one training group, any held-out sets)."""
 
     def __init__(self, tokenizer, train_rows: list, heldout_rows: list, config: ReferenceConfig, total_steps: int,
-                 model=None):
+                 model=None, on_step: Callable[[], None] | None = None):
         import torch
         if not train_rows or not heldout_rows:
             raise ValueError("a proxy needs training rows and held-out rows")
@@ -83,6 +83,7 @@ class ProxyTrainer:
         self.allocator = GroupAllocator(len(train_rows))
         self.step, self.tokens, self.train_seconds = 0, 0, 0.0
         self.last_loss: float | None = None
+        self.on_step = on_step   # called after every optimiser step (progress)
 
     @property
     def m(self) -> int:
@@ -109,6 +110,8 @@ class ProxyTrainer:
             self.last_loss = loss.item()
             self.step += 1
             self.tokens += ids.numel()
+            if self.on_step:
+                self.on_step()
         self.train_seconds += time.perf_counter() - started
 
     def evaluate_rows(self, rows) -> float:
