@@ -159,11 +159,27 @@ def take_tokens(con, tokenizer, doc_ids: list[str], seed: str, needed: int) -> t
 
 # --------------------------------------------------------------------------- the stage
 
+def train_proxy(tokenizer, arm: str, ids: list[str], docs: list[list[int]], set_rows: dict, ref, steps: int,
+                on_step=None) -> dict:
+    """One proxy on an arm's documents (packed into rows; `steps` x batch_size rows, repeating them when
+    they are fewer), then its loss on every held-out set."""
+    from pipeline.train.proxy import ProxyTrainer
+    from pipeline.train.reference import pack_sequences
+    rows = pack_sequences(docs, ref.max_seq_len)
+    if rows.shape[1] < ref.max_seq_len:
+        raise UserError(f"evaluate: arm {arm!r} holds {rows.numel()} tokens, fewer than one row of {ref.max_seq_len}")
+    trainer = ProxyTrainer(tokenizer, [rows], list(set_rows.values()), ref, steps, on_step=on_step)
+    trainer.train([1.0], steps)
+    return {"losses": dict(zip(set_rows, trainer.evaluate().tolist())), "docs": len(ids),
+            "unique_tokens": int(rows.numel()), "train_tokens": trainer.tokens,
+            "tokens_per_second": round(trainer.tokens_per_second, 1)}
+
+
 def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -> StageResult:
     """Train a proxy per arm and seed, compare the arms with the random one. outputs: name, arms, sets,
     headline (the target's comparison, or the groups' mean's), summary rows, proxy."""
     from pipeline.sql import connect
-    from pipeline.train.proxy import ProxyTrainer, proxy_reference_config
+    from pipeline.train.proxy import proxy_reference_config
     from pipeline.train.reference import build_model, encode_documents, pack_sequences, train_tokenizer
     cfg = config.evaluate
     arms = curated_arms(config)
@@ -181,8 +197,8 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                                 "held-out and target sets")
         with run.phase("data"):
             ref = proxy_reference_config(cfg.proxy, cfg.seed)
-            tokenizer = train_tokenizer(texts_of(con, _first_by_key(pool, cfg.tokenizer_docs, f"tokenizer:{cfg.seed}")),
-                                        ref.vocab_size)
+            tokenizer_docs = _first_by_key(pool, cfg.tokenizer_docs, f"tokenizer:{cfg.seed}")
+            tokenizer = train_tokenizer(texts_of(con, tokenizer_docs), ref.vocab_size)
             set_rows = {name: pack_sequences(encode_documents(tokenizer, texts_of(con, ids)), ref.max_seq_len)[:cfg.max_eval_rows]
                         for name, ids in sets.items()}
             if target_texts is not None:
@@ -193,7 +209,7 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
             budget = rows_per_proxy * ref.max_seq_len
             params = sum(p.numel() for p in build_model(ref, tokenizer).parameters())
         base_key = {"config": cfg.model_dump(mode="json", exclude={"name"}),
-                    "sets": {n: short_digest(ids) for n, ids in sets.items()},
+                    "sets": {n: short_digest(ids) for n, ids in sets.items()}, "tokenizer": short_digest(tokenizer_docs),
                     "target_file": short_digest(target_texts) if target_texts else None}
         total = cfg.seeds * (len(arms) + 1) * cfg.steps   # progress in training steps
         stepped = [0]
@@ -219,21 +235,12 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                     key = short_digest({**base_key, "arm": arm, "seed": seed, "docs": short_digest(ids)})
                     path = ("evaluations", cfg.name, "_runs", f"{arm.replace(':', '-')}-{seed}.json")
                     done = store.read_json(*path) if store.exists(*path) else None
-                    if not done or done.get("fingerprint") != key:
-                        rows = pack_sequences(docs, ref.max_seq_len)
-                        if rows.shape[1] < ref.max_seq_len:
-                            raise UserError(f"evaluate: arm {arm!r} holds {rows.numel()} tokens, fewer than one row "
-                                            f"of {ref.max_seq_len}")
-                        trainer = ProxyTrainer(tokenizer, [rows], [set_rows[n] for n in set_names],
-                                               proxy_reference_config(cfg.proxy, cfg.seed + seed), cfg.steps,
-                                               on_step=lambda arm=arm, seed=seed: advance(1, f"{arm}, seed {seed}"))
-                        trainer.train([1.0], cfg.steps)
-                        done = store.write_json(sidecars.EVALUATION_RUN, {
-                            "fingerprint": key, "losses": dict(zip(set_names, trainer.evaluate().tolist())),
-                            "docs": len(ids), "unique_tokens": int(rows.numel()), "train_tokens": trainer.tokens,
-                            "tokens_per_second": round(trainer.tokens_per_second, 1)}, *path)
-                    else:
+                    if done and done.get("fingerprint") == key:
                         advance(cfg.steps, f"{arm}, seed {seed}: done before")
+                    else:
+                        done = store.write_json(sidecars.EVALUATION_RUN, {"fingerprint": key, **train_proxy(
+                            tokenizer, arm, ids, docs, set_rows, proxy_reference_config(cfg.proxy, cfg.seed + seed),
+                            cfg.steps, on_step=lambda arm=arm, seed=seed: advance(1, f"{arm}, seed {seed}"))}, *path)
                     runs[(arm, seed)] = done
                     arm_info[arm]["seeds"].append({"seed": seed, "docs": done["docs"],
                                                    "unique_tokens": done["unique_tokens"],
