@@ -92,3 +92,23 @@ def fail_scoring_after(app, budget: dict, status: int):
                 budget["answered"] += [d["doc_id"] for d in json.loads(await request.body())["documents"]]
         return await call_next(request)
     return app
+
+
+WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+
+
+def write_host_corpus(path, hosts: list[str], seed: int) -> None:
+    """docs.jsonl with one document per entry of `hosts` (its URL's host): prose of common words on a host
+    starting with prose or target, number lists on numbers.*, and character noise elsewhere."""
+    import json
+    import random
+    rng = random.Random(seed)
+    with open(path / "docs.jsonl", "w") as f:
+        for i, host in enumerate(hosts):
+            if host.startswith(("prose", "target")):
+                text = " ".join(rng.choice(WORDS) for _ in range(60))
+            elif host.startswith("numbers"):
+                text = " ".join(str(rng.randint(0, 999)) for _ in range(40))
+            else:
+                text = "".join(rng.choice("qxzjkv#@%&") for _ in range(200))
+            f.write(json.dumps({"text": f"{text} {i}", "url": f"https://{host}/{i}"}) + "\n")

@@ -1,7 +1,6 @@
 """The evaluate stage end to end: held-out groups and a target left out of every arm, proxies (real torch,
 tiny) on exactly the same tokens per arm and seed, the comparison in the store and its views, resume."""
 import json
-import random
 
 import pyarrow.parquet as pq
 import pytest
@@ -9,30 +8,17 @@ import pytest
 from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.ingest.stage import run_ingest
-from tests.helpers import make_tiny_model_dir
+from tests.helpers import make_tiny_model_dir, write_host_corpus
 
 pytestmark = pytest.mark.spark
 pytest.importorskip("torch")
-
-WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Prose and number lists (clean), character noise (junk), and more prose on target.org (the target)."""
     raw = tmp_path_factory.mktemp("raw")
-    rng = random.Random(2)
-    with open(raw / "docs.jsonl", "w") as f:
-        for i in range(220):
-            host = ("prose.org", "numbers.net", "noise.biz", "target.org")[i % 4] if i < 160 else \
-                ("prose.org", "numbers.net", "noise.biz")[i % 3]
-            if host in ("prose.org", "target.org"):
-                text = " ".join(rng.choice(WORDS) for _ in range(60))
-            elif host == "numbers.net":
-                text = " ".join(str(rng.randint(0, 999)) for _ in range(40))
-            else:
-                text = "".join(rng.choice("qxzjkv#@%&") for _ in range(200))
-            f.write(json.dumps({"text": f"{text} {i}", "url": f"https://{host}/{i}"}) + "\n")
+    write_host_corpus(raw, [("prose.org", "numbers.net", "noise.biz", "target.org")[i % 4] for i in range(160)]
+                      + [("prose.org", "numbers.net", "noise.biz")[i % 3] for i in range(160, 220)], seed=2)
     return raw
 
 

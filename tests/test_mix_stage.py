@@ -1,7 +1,6 @@
 """The mix stage end to end: DuckDB groups with held-out splits in the store, proxies trained under each
 method (real torch, tiny), the mixture JSON, and an export that samples it (real Spark)."""
 import json
-import random
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,7 +10,7 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.ingest.stage import run_ingest
 from pipeline.mixing.groups import heldout_split
-from tests.helpers import make_tiny_model_dir
+from tests.helpers import make_tiny_model_dir, write_host_corpus
 
 pytestmark = pytest.mark.spark
 pytest.importorskip("torch")
@@ -21,18 +20,7 @@ pytest.importorskip("torch")
 def corpus(tmp_path_factory):
     """Three hosts of 60 documents: prose, number lists, and character noise."""
     raw = tmp_path_factory.mktemp("raw")
-    rng = random.Random(1)
-    words = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
-    with open(raw / "docs.jsonl", "w") as f:
-        for i in range(180):
-            host = ("prose.org", "numbers.net", "noise.biz")[i % 3]
-            if host == "prose.org":
-                text = " ".join(rng.choice(words) for _ in range(60))
-            elif host == "numbers.net":
-                text = " ".join(str(rng.randint(0, 999)) for _ in range(40))
-            else:
-                text = "".join(rng.choice("qxzjkv#@%&") for _ in range(200))
-            f.write(json.dumps({"text": f"{text} {i}", "url": f"https://{host}/{i}"}) + "\n")
+    write_host_corpus(raw, [("prose.org", "numbers.net", "noise.biz")[i % 3] for i in range(180)], seed=1)
     return raw
 
 
