@@ -95,10 +95,11 @@ def test_ingest_then_sql_in_every_format(tmp_path):
 @pytest.mark.spark
 def test_demo_runs_ingest_and_prints_sql_summary(tmp_path):
     out = curate("demo", "--dir", tmp_path / "demo", "--docs-per-source", 40, "--steps", 8, "--teacher-docs", 0,
-                 "--rungs", 0)
+                 "--rungs", 0, "--proxy-steps", 8)
     assert out.returncode == 0, out.stderr[-2000:]
     for title in ("documents by host", "languages", "quarantine by reason", "reconciled",
-                  "reference model", "perplexity by host"):
+                  "reference model", "perplexity by host", "final proportions and mean held-out loss per method",
+                  "held-out loss on target"):
         assert title in out.stdout
     for host in ("docs.python.org", "seo-spam.example.net", "nachrichten.example.de"):
         assert host in out.stdout

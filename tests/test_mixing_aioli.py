@@ -103,3 +103,19 @@ def test_restricted_mode_trains_the_prior_first_and_counts_its_steps():
         AioliSettings(prior=(0.5, 0.5))
     with pytest.raises(ValueError, match="round_steps"):
         run_aioli(law.train, law.evaluate, 4, 100, AioliSettings(round_steps=8, lp_rounds=1, lp_steps=2))
+
+
+def test_steps_too_few_for_another_learnparams_go_to_the_last_proportions():
+    A, start = _law(seed=3)
+    settings = AioliSettings(round_steps=40, lp_rounds=1, lp_steps=4)     # LearnParams: 16 steps on 4 groups
+    law, seen = LinearLaw(A, start), []
+    original = law.train
+    law.train = lambda p, steps: (seen.append((p.copy(), steps)), original(p, steps))
+    run = run_aioli(law.train, law.evaluate, 4, 95, settings)             # rounds end at 40, 80; 15 left < 16
+    assert run.steps == law.steps == 95 and len(run.proportions) == 2
+    np.testing.assert_allclose(seen[-1][0], run.final)
+    assert seen[-1][1] == 15
+    tiny = LinearLaw(A, start)
+    short = run_aioli(tiny.train, tiny.evaluate, 4, 10, settings)         # not one LearnParams: stratified
+    assert short.steps == tiny.steps == 10 and not short.matrices
+    np.testing.assert_allclose(short.final, np.full(4, 0.25))

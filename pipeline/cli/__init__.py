@@ -269,12 +269,14 @@ def demo(directory: Path = typer.Option(Path("demo"), "--dir", "-d", help="where
          steps: Optional[int] = typer.Option(None, "--steps", help="reference model training steps (default 150)"),
          rungs: int = typer.Option(8, "--rungs", help="small models of the correlate ladder (0: no correlate)"),
          rate_docs: int = typer.Option(48, "--rate-docs", help="documents SmolLM2 rates DataMan-style (0: no rate)"),
+         proxy_steps: int = typer.Option(100, "--proxy-steps", help="steps of the mix and evaluate proxies (0: neither)"),
          overwrite: bool = typer.Option(False, "--overwrite", help="rebuild the corpus and the store")):
     """Build a small web-like corpus from text on this machine and run every stage on it (DIR/curate.yaml);
     a student distilled from SmolLM2-135M-Instruct chooses the documents."""
     from pipeline.demo.queries import run_demo
     run_demo(directory, RichOutput(), seed=seed, docs_per_source=docs_per_source, master=master,
-             teacher_docs=teacher_docs, steps=steps, overwrite=overwrite, rungs=rungs, rate_docs=rate_docs)
+             teacher_docs=teacher_docs, steps=steps, overwrite=overwrite, rungs=rungs, rate_docs=rate_docs,
+             proxy_steps=proxy_steps)
 
 
 @app.command()

@@ -66,6 +66,9 @@ class MixConfig(Strict):
     def _use_is_run(self):
         if self.use not in self.methods:
             raise ValueError(f"mix.use {self.use!r} is not among mix.methods {self.methods}")
+        if self.law_steps and self.law_steps > self.steps:
+            raise ValueError(f"mix.law_steps {self.law_steps} exceeds mix.steps {self.steps}: the law's runs are "
+                             "small runs of the same proxy")
         return self
 
 

@@ -76,14 +76,16 @@ SELECTION_BY_HOST = """
     GROUP BY d.host ORDER BY kept_pct DESC, docs DESC"""
 
 
-def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8, rate_docs: int = 48) -> dict:
+def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8, rate_docs: int = 48,
+                proxy_steps: int = 100) -> dict:
     """The run configuration (as a YAML-able dict) of the whole pipeline on the demo corpus in
     `out_dir`: ingest, train a reference model and score with it, distill SmolLM2-135M-Instruct
     (scoring `teacher_docs` documents) into a student that scores everything, correlate over a ladder
     of `rungs` small models (plus SmolLM2) against a cloze task from held-out Python documentation,
     select with the student's scores and export. Without a teacher (teacher_docs 0, or SmolLM2 not
     installed) the reference model's scores choose; rungs 0 leaves correlate out; SmolLM2 rates `rate_docs`
-    documents DataMan-style (0: no rate stage) and a student of its ratings rates everything."""
+    documents DataMan-style (0: no rate stage) and a student of its ratings rates everything; mix and evaluate
+    train proxies for `proxy_steps` steps (0: neither stage)."""
     out_dir = Path(out_dir)
     distill = teacher_docs > 0 and smollm2_available()
     return {
@@ -114,17 +116,18 @@ def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8, ra
         # rates a stratified sample; a student of its Overall Score rates every document.
         "rate": {"model": "smollm2-135m", "text_tokens": 192, "min_sample_docs": rate_docs, "sample_fraction": 0.01,
                  "students": ["overall_score"], "student_out": str(out_dir / "models" / "rating-student")},
-        # A mixture over the six largest hosts: proxies of 260k parameters (stratified, token share, a fitted
-        # log-linear law from 9 runs of 30 steps, Aioli), each 120 steps of 8 x 128 tokens.
-        "mix": {"group_by": "host", "max_groups": 6, "max_docs_per_group": 150, "max_eval_rows": 16, "steps": 120,
-                "law_steps": 30, "aioli": {"round_steps": 40, "lp_steps": 4}},
+        # A mixture over the six largest hosts: proxies of 260k parameters (stratified, token share, a log-linear
+        # law fitted on 9 runs of a quarter of the steps, Aioli), each `proxy_steps` steps of 8 x 128 tokens.
+        "mix": {"group_by": "host", "max_groups": 6, "max_docs_per_group": 150, "max_eval_rows": 16,
+                "steps": max(proxy_steps, 1), "aioli": {"round_steps": 40, "lp_steps": 4}},
         # Does the selection help? Proxies on its documents and on random ones (as many tokens), 3 seeds each,
         # judged on docs.python.org, which no arm sees.
         "evaluate": {"arms": ["selection:medium-50"], "target_where": "host = 'docs.python.org'", "seeds": 3,
-                     "steps": 100, "max_eval_rows": 32},
+                     "steps": max(proxy_steps, 1), "max_eval_rows": 32},
         "stages": ["ingest", "train_reference", "score", *(["distill"] if distill else []),
                    *(["correlate"] if rungs > 0 else []), *(["rate"] if distill and rate_docs else []),
-                   "select", "mix", "export", "evaluate"],
+                   "select", *(["mix"] if proxy_steps > 0 else []), "export",
+                   *(["evaluate"] if proxy_steps > 0 else [])],
     }
 
 
@@ -135,7 +138,7 @@ def smollm2_available() -> bool:
 
 def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: int = 400, master: str | None = None,
              teacher_docs: int = 300, steps: int | None = None, overwrite: bool = False, rungs: int = 8,
-             rate_docs: int = 48) -> None:
+             rate_docs: int = 48, proxy_steps: int = 100) -> None:
     """Build the demo corpus in `directory` (unless there), write directory/curate.yaml and run it like
     `curate run`, and show the store in SQL and the run summary."""
     started = time.time()
@@ -147,7 +150,7 @@ def run_demo(directory: Path, output: Output, seed: int = 0, docs_per_source: in
         output.report(Report("", notes=[
             f"demo corpus: {summary['total_records']:,} records in {len(summary['files'])} files under "
             f"{directory / 'raw'} (planted bad inputs: {len(summary['planted_bad'])})"]))
-    raw_config = demo_config(directory, teacher_docs, rungs, rate_docs)
+    raw_config = demo_config(directory, teacher_docs, rungs, rate_docs, proxy_steps)
     config_path = directory / "curate.yaml"
     config_path.write_text("# The demo's run config: `curate run` runs it again (resuming).\n" +
                            yaml.safe_dump(raw_config, sort_keys=False), encoding="utf-8")

@@ -151,7 +151,8 @@ class AioliRun:
 def run_aioli(train: Train, evaluate: Evaluate, m: int, total_steps: int, settings: AioliSettings,
               seed: int = 0, on_round: Callable[[AioliRun], None] | None = None) -> AioliRun:
     """Aioli for `total_steps` training steps (LearnParams' included): rounds of LearnParams then the rest
-    of `round_steps` on the updated proportions; the last round is cut at the budget."""
+    of `round_steps` on the updated proportions; the last round is cut at the budget, and steps too few for
+    another LearnParams continue on the last proportions (uniform before the first round)."""
     learn = settings.learn_steps(m)
     if settings.round_steps <= learn:
         raise ValueError(f"round_steps ({settings.round_steps}) must exceed LearnParams' {learn} steps "
@@ -180,4 +181,10 @@ def run_aioli(train: Train, evaluate: Evaluate, m: int, total_steps: int, settin
         run.proportions.append(p)
         if on_round:
             on_round(run)
+    if run.steps < total_steps:   # too few steps left for LearnParams: they go to the current proportions
+        p = proportions(state.weights)
+        train(p, total_steps - run.steps)
+        run.steps = total_steps
+        if not run.proportions:
+            run.proportions.append(p)
     return run
