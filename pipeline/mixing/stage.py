@@ -161,7 +161,7 @@ def report(result: StageResult) -> Report:
     names = list(o["groups"])
     table = pa.table({
         "method": list(o["methods"]),
-        **{f"p[{n}]": [round(m["final"][n], 3) for m in o["methods"].values()] for n in names},
+        **{f"p {n}": [round(m["final"][n], 3) for m in o["methods"].values()] for n in names},   # no [..]: rich markup
         "mean_val_loss": [round(m["mean_loss"], 4) for m in o["methods"].values()],
         "perplexity": [round(float(np.exp(m["mean_loss"])), 2) for m in o["methods"].values()]})
     rows = [("groups", ", ".join(f"{n} ({g['docs']:,} docs, {g['heldout_docs']:,} held out)" for n, g in o["groups"].items())),
