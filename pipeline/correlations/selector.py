@@ -6,7 +6,10 @@ token budget or keep fraction is met.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -51,29 +54,50 @@ def train(doc_ids: list[str], texts: list[str], include: np.ndarray, settings: S
     held = heldout_mask(doc_ids, settings.heldout_fraction, settings.seed)
     if held.all():
         raise ValueError("every page is held out: lower heldout_fraction")
-    fd, path = tempfile.mkstemp(suffix=".txt", prefix="curate-selector-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with tempfile.TemporaryDirectory(prefix="curate-selector-") as tmp:
+        path = os.path.join(tmp, "train.txt")
+        with open(path, "w", encoding="utf-8") as f:
             for text, label in zip(np.asarray(texts, dtype=object)[~held], include[~held]):
                 f.write(f"{LABELS[0] if label else LABELS[1]} {clean(text)}\n")
         lr = settings.lr
         while True:   # a large rate can diverge on some data: halve it until training stays finite
-            try:
-                model = fasttext.train_supervised(path, epoch=settings.epochs, lr=lr, wordNgrams=settings.word_ngrams,
-                                                  dim=settings.dim, bucket=settings.bucket, minCount=settings.min_count,
-                                                  seed=settings.seed, thread=1, verbose=0)
+            error = _fit_in_child(path, os.path.join(tmp, "model.bin"), dict(
+                epoch=settings.epochs, lr=lr, wordNgrams=settings.word_ngrams, dim=settings.dim,
+                bucket=settings.bucket, minCount=settings.min_count, seed=settings.seed, thread=1, verbose=0))
+            if error is None:
                 break
-            except RuntimeError as e:
-                if "NaN" not in str(e) or lr < 1e-3:
-                    raise
-                lr /= 2
-    finally:
-        os.unlink(path)
+            if "NaN" not in error or lr < 1e-3:
+                raise RuntimeError(f"fastText training failed: {error}")
+            lr /= 2
+        model = fasttext.load_model(os.path.join(tmp, "model.bin"))
     metrics = {"train_pages": int((~held).sum()), "heldout_pages": int(held.sum()), "lr": lr}
     if held.any():
         predicted = predict_include(model, [t for t, h in zip(texts, held) if h]) >= 0.5
         metrics.update(binary_metrics(include[held], predicted))
     return model, metrics
+
+
+# fastText's training is run in a process of its own: once a training diverges ("Encountered NaN"),
+# every later training in the same process diverges or returns a model of garbage, even at a small rate.
+_FIT = """
+import json, sys
+import fasttext
+path, out, kwargs = json.loads(sys.argv[1])
+try:
+    fasttext.train_supervised(path, **kwargs).save_model(out)
+except RuntimeError as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def _fit_in_child(path: str, out: str, kwargs: dict) -> str | None:
+    """Train in a fresh Python process and save the model to `out`; the error's text, or None."""
+    done = subprocess.run([sys.executable, "-c", _FIT, json.dumps([path, out, kwargs])],
+                          capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}"
 
 
 def predict_include(model, texts: list[str]) -> np.ndarray:
