@@ -2,7 +2,7 @@
 the same number of tokens from a random subset of the store and from the store without the degraded host,
 over several seeds, judged on a target set of clean pages no arm sees.
 
-    python benchmarks/curation_gain.py                   # 3 seeds, ~6 minutes on 2 CPU cores
+    python benchmarks/curation_gain.py                   # 3 seeds, about a minute on 2 idle CPU cores
     python benchmarks/curation_gain.py --seeds 5 --degradation char_noise --steps 400
 
 The corpus is benchmarks/mixing_quality.py's (real text from ../shared/data/nltk): clean pages of six

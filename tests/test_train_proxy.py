@@ -66,3 +66,14 @@ def test_aioli_drives_the_proxy_within_its_budget(data):
     assert run.steps == trainer.step == 48 and len(run.proportions) == 3
     assert all(abs(p.sum() - 1) < 1e-9 for p in run.proportions)
     assert trainer.allocator.dealt.sum() == 48 * CONFIG.batch_size
+
+
+def test_the_proxy_warms_up_over_a_tenth_of_its_steps_unless_told():
+    from pipeline.config import ProxyModelConfig
+    from pipeline.train.proxy import proxy_reference_config
+    from pipeline.train.reference import lr_at
+    ref = proxy_reference_config(ProxyModelConfig(lr=1e-3), seed=3, total_steps=1000)
+    assert ref.warmup_steps == 100 and ref.seed == 3
+    assert lr_at(49, 1000, ref) == pytest.approx(0.5e-3) and lr_at(100, 1000, ref) == pytest.approx(1e-3)
+    assert proxy_reference_config(ProxyModelConfig(warmup_steps=7), 0, 1000).warmup_steps == 7
+    assert proxy_reference_config(ProxyModelConfig(), 0, 5).warmup_steps == 1

@@ -196,7 +196,7 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                 raise UserError(f"evaluate: {', '.join(empty) or 'the random pool'} has no document outside the "
                                 "held-out and target sets")
         with run.phase("data"):
-            ref = proxy_reference_config(cfg.proxy, cfg.seed)
+            ref = proxy_reference_config(cfg.proxy, cfg.seed, cfg.steps)
             tokenizer_docs = _first_by_key(pool, cfg.tokenizer_docs, f"tokenizer:{cfg.seed}")
             tokenizer = train_tokenizer(texts_of(con, tokenizer_docs), ref.vocab_size)
             set_rows = {name: pack_sequences(encode_documents(tokenizer, texts_of(con, ids)), ref.max_seq_len)[:cfg.max_eval_rows]
@@ -239,7 +239,7 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                         advance(cfg.steps, f"{arm}, seed {seed}: done before")
                     else:
                         done = store.write_json(sidecars.EVALUATION_RUN, {"fingerprint": key, **train_proxy(
-                            tokenizer, arm, ids, docs, set_rows, proxy_reference_config(cfg.proxy, cfg.seed + seed),
+                            tokenizer, arm, ids, docs, set_rows, proxy_reference_config(cfg.proxy, cfg.seed + seed, cfg.steps),
                             cfg.steps, on_step=lambda arm=arm, seed=seed: advance(1, f"{arm}, seed {seed}"))}, *path)
                     runs[(arm, seed)] = done
                     arm_info[arm]["seeds"].append({"seed": seed, "docs": done["docs"],

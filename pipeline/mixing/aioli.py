@@ -28,12 +28,12 @@ Evaluate = Callable[[], np.ndarray]          # per-group validation losses now
 @dataclass(frozen=True)
 class AioliSettings:
     """The reference trainer's hyper-parameters (reported for 160M models: lp_rounds 2-4, lp_steps 4-10,
-    eta 0.1-1, one_hot_factor 0.5-0.75)."""
+    eta 0.1-1, one_hot_factor 0.5-0.75); the defaults are the mix stage's (pipeline.config.AioliConfig)."""
     round_steps: int = 200          # U: steps per round, LearnParams' sweeps included
-    lp_rounds: int = 2              # K: sweeps over the groups per LearnParams
-    lp_steps: int = 4               # S: steps on each smoothed one-hot mixture
-    eta: float = 0.2                # step size of the exponentiated-gradient update
-    one_hot_factor: float = 0.625   # g: the weight of the swept group (1: pure one-hot, no de-smoothing)
+    lp_rounds: int = 8              # K: sweeps over the groups per LearnParams
+    lp_steps: int = 1               # S: steps on each smoothed one-hot mixture
+    eta: float = 4.0                # step size of the exponentiated-gradient update
+    one_hot_factor: float = 0.5     # g: the weight of the swept group (1: pure one-hot, no de-smoothing)
     ema: float | None = None        # average A over rounds (None: multiply the weights every round)
     normalize: bool = True          # shift A to be non-negative and scale it to sum 1 before the update
     diagonal: bool = False          # learn only A's diagonal (D[i, i] / g)

@@ -94,7 +94,7 @@ def run_mix(config: Config, spark=None, progress: Callable | None = None) -> Sta
                                 f"needs at least {len(names) + 2} runs (raise it, or leave it unset: groups + 3)")
         with run.phase("data"):
             texts, groups = table.column("text").to_pylist(), table.column("group").to_pylist()
-            ref = proxy_reference_config(cfg.proxy, cfg.seed)
+            ref = proxy_reference_config(cfg.proxy, cfg.seed, cfg.steps)
             tokenizer = train_tokenizer([t for t, h in zip(texts, heldout) if not h], ref.vocab_size)
             train_rows, heldout_rows, tokens = [], [], []
             for name in names:

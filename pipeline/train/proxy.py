@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     import torch
 
 
-def proxy_reference_config(proxy: ProxyModelConfig, seed: int) -> ReferenceConfig:
-    """The reference trainer's settings for a proxy of `proxy`'s size."""
+def proxy_reference_config(proxy: ProxyModelConfig, seed: int, total_steps: int) -> ReferenceConfig:
+    """The reference trainer's settings for a proxy of `proxy`'s size trained `total_steps` steps."""
+    warmup = proxy.warmup_steps if proxy.warmup_steps is not None else max(1, total_steps // 10)
     return ReferenceConfig(vocab_size=proxy.vocab_size, hidden_size=proxy.hidden_size, num_layers=proxy.num_layers,
                            num_heads=proxy.num_heads, max_seq_len=proxy.max_seq_len, batch_size=proxy.batch_size,
-                           lr=proxy.lr, warmup_steps=proxy.warmup_steps, device=proxy.device, seed=seed)
+                           lr=proxy.lr, warmup_steps=warmup, device=proxy.device, seed=seed)
 
 
 class GroupRows:
