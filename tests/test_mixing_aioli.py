@@ -101,6 +101,13 @@ def test_restricted_mode_trains_the_prior_first_and_counts_its_steps():
     np.testing.assert_allclose(run.proportions[0], [0.7, 0.1, 0.1, 0.1])
     with pytest.raises(ValueError, match="prior"):
         AioliSettings(prior=(0.5, 0.5))
+    # without a prior, restricted mode trains on uniform proportions, and never past the budget
+    law, seen = LinearLaw(A, start), []
+    law.train = lambda p, steps: (seen.append((p.copy(), steps)), LinearLaw.train(law, p, steps))
+    run = run_aioli(law.train, law.evaluate, 4, 30, AioliSettings(round_steps=60, lp_rounds=1, lp_steps=2,
+                                                                  prior_steps=50))
+    np.testing.assert_allclose(seen[0][0], [0.25] * 4)
+    assert [s for _, s in seen] == [30] and run.steps == law.steps == 30
     with pytest.raises(ValueError, match="round_steps"):
         run_aioli(law.train, law.evaluate, 4, 100, AioliSettings(round_steps=8, lp_rounds=1, lp_steps=2))
 

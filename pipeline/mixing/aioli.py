@@ -37,8 +37,8 @@ class AioliSettings:
     ema: float | None = None        # average A over rounds (None: multiply the weights every round)
     normalize: bool = True          # shift A to be non-negative and scale it to sum 1 before the update
     diagonal: bool = False          # learn only A's diagonal (D[i, i] / g)
-    prior: tuple[float, ...] | None = None   # restricted mode: train on this mixture first ...
-    prior_steps: int = 0            # ... for this many steps
+    prior: tuple[float, ...] | None = None   # restricted mode: train on this mixture (None: uniform) first ...
+    prior_steps: int = 0            # ... for this many steps (at most the budget)
 
     def __post_init__(self) -> None:
         if not 0 < self.one_hot_factor <= 1:
@@ -47,8 +47,8 @@ class AioliSettings:
             raise ValueError("round_steps, lp_rounds and lp_steps must be >= 1")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
-        if (self.prior is None) != (self.prior_steps == 0):
-            raise ValueError("restricted mode needs both prior and prior_steps > 0")
+        if self.prior is not None and self.prior_steps == 0:
+            raise ValueError("a prior needs prior_steps > 0 (restricted mode)")
 
     def learn_steps(self, m: int) -> int:
         """Steps LearnParams takes out of each round."""
@@ -159,12 +159,13 @@ def run_aioli(train: Train, evaluate: Evaluate, m: int, total_steps: int, settin
                          f"(lp_rounds x lp_steps x {m} groups)")
     rng = np.random.default_rng(seed)
     run = AioliRun()
-    if settings.prior is not None:
-        prior = proportions(np.asarray(settings.prior, dtype=np.float64))
+    if settings.prior_steps:
+        prior = proportions(np.asarray(settings.prior if settings.prior is not None else np.ones(m), dtype=np.float64))
         if len(prior) != m:
             raise ValueError(f"the prior has {len(prior)} proportions for {m} groups")
-        train(prior, settings.prior_steps)
-        run.steps += settings.prior_steps
+        steps = min(settings.prior_steps, total_steps)
+        train(prior, steps)
+        run.steps += steps
         run.proportions.append(prior)
     state = AioliState(np.ones(m))
     while run.steps + learn < total_steps:
