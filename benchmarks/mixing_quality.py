@@ -99,8 +99,9 @@ def run(work: Path, nltk_dir: Path, args, proxy: dict, aioli: dict, extra: dict[
     def config(name, seed, methods, settings):
         return mix_config(work / "store", work / "raw", name, seed, args.steps, args.max_docs, proxy, settings,
                           methods)
-    spark = get_spark(config("bench", seeds[0], args.methods, aioli).spark)
-    run_ingest(config("bench", seeds[0], args.methods, aioli), spark)
+    ingest = config("bench", seeds[0], args.methods, aioli)
+    spark = get_spark(ingest.spark)
+    run_ingest(ingest, spark)
     spark.stop()
     timings["corpus + ingest"] = time.time() - t
     runs = []

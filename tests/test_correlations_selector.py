@@ -7,17 +7,17 @@ from pipeline.budgets import keep_by_score
 from pipeline.correlations.selector import SelectorSettings, binary_metrics, clean, train, predict_include
 
 
-def _two_kinds_of_pages(n=600):
+def test_a_fasttext_selector_learns_the_included_domains_pages():
     rng = np.random.default_rng(0)
     good = "the river flows past the old mill and the farmers bring wheat to market".split()
     bad = "buy cheap pills online click here best price free shipping casino bonus".split()
-    texts = ["\n".join(" ".join(rng.choice(good if i % 2 else bad, 12)) for _ in range(3)) for i in range(n)]
-    return [f"d{i}" for i in range(n)], texts, np.arange(n) % 2 == 1
-
-
-def test_a_fasttext_selector_learns_the_included_domains_pages():
-    ids, texts, include = _two_kinds_of_pages()
-    model, metrics = train(ids, texts, include, SelectorSettings(heldout_fraction=0.1, epochs=5))
+    texts, include = [], []
+    for i in range(600):
+        words = good if i % 2 else bad
+        texts.append("\n".join(" ".join(rng.choice(words, 12)) for _ in range(3)))
+        include.append(bool(i % 2))
+    ids = [f"d{i}" for i in range(600)]
+    model, metrics = train(ids, texts, np.array(include), SelectorSettings(heldout_fraction=0.1, epochs=5))
     assert metrics["heldout_pages"] + metrics["train_pages"] == 600 and 30 < metrics["heldout_pages"] < 90
     assert metrics["precision"] > 0.95 and metrics["recall"] > 0.95 and metrics["f1"] > 0.95
     p = predict_include(model, ["the farmers bring wheat to the old mill", "cheap casino bonus click here"])

@@ -120,7 +120,8 @@ def demo_config(out_dir: str | Path, teacher_docs: int = 300, rungs: int = 8, ra
         # law fitted on 9 runs of a quarter of the steps, Aioli after a uniform first half: its early sweeps cost
         # a short run held-out loss), each `proxy_steps` steps of 8 x 128 tokens.
         "mix": {"group_by": "host", "max_groups": 6, "max_docs_per_group": 150, "max_eval_rows": 16,
-                "steps": max(proxy_steps, 1), "aioli": {"round_steps": 50, "lp_rounds": 4, "prior_steps": proxy_steps // 2}},
+                "steps": max(proxy_steps, 1),
+                "aioli": {"round_steps": 50, "lp_rounds": 4, "prior_steps": proxy_steps // 2}},
         # Does the selection help? Proxies on its documents and on random ones (as many tokens), 3 seeds each,
         # judged on docs.python.org, which no arm sees.
         "evaluate": {"arms": ["selection:medium-50"], "target_where": "host = 'docs.python.org'", "seeds": 3,

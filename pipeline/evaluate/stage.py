@@ -239,8 +239,8 @@ def run_evaluate(config: Config, spark=None, progress: Callable | None = None) -
                         advance(cfg.steps, f"{arm}, seed {seed}: done before")
                     else:
                         done = store.write_json(sidecars.EVALUATION_RUN, {"fingerprint": key, **train_proxy(
-                            tokenizer, arm, ids, docs, set_rows, proxy_reference_config(cfg.proxy, cfg.seed + seed, cfg.steps),
-                            cfg.steps, on_step=lambda arm=arm, seed=seed: advance(1, f"{arm}, seed {seed}"))}, *path)
+                            tokenizer, arm, ids, docs, set_rows,
+                            proxy_reference_config(cfg.proxy, cfg.seed + seed, cfg.steps), cfg.steps, on_step=lambda arm=arm, seed=seed: advance(1, f"{arm}, seed {seed}"))}, *path)
                     runs[(arm, seed)] = done
                     arm_info[arm]["seeds"].append({"seed": seed, "docs": done["docs"],
                                                    "unique_tokens": done["unique_tokens"],
