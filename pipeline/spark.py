@@ -69,11 +69,65 @@ class LazySpark:
 
     def __init__(self, cfg: SparkConfig):
         self.cfg, self._session = cfg, None
+        self.start_s = 0.0  # how long starting took: stages report their own time without it
+
+    @property
+    def started(self) -> bool:
+        return self._session is not None
 
     def __getattr__(self, name: str):
         if self._session is None:
+            started = time.time()
             self._session = get_spark(self.cfg)
+            _warm_workers(self._session)
+            self.start_s = round(time.time() - started, 3)
         return getattr(self._session, name)
+
+
+def _warm_up() -> None:
+    import pyarrow.dataset  # noqa: F401  (imports pandas: the slowest import of a task)
+
+    import pipeline.store  # noqa: F401
+
+
+def _warm_workers(spark) -> None:
+    """Start the Python workers (and their imports, ~1 s each) now, as part of Spark's start-up: they
+    are reused by every later job, whose time is then the work's."""
+    sc = spark.sparkContext
+    n = sc.defaultParallelism
+    sc.parallelize(range(n), n).foreach(lambda _: _warm_up())
+
+
+def is_small_local(spark, work_bytes: int, limit_bytes: int) -> bool:
+    """Whether work of `work_bytes` is better done in this process than by starting Spark: the session
+    is not started yet, its master is the embedded local one, and the work is under `limit_bytes`
+    (starting Spark and its Python workers takes ~10 s on 2 cores)."""
+    return (isinstance(spark, LazySpark) and not spark.started and spark.cfg.master.startswith("local")
+            and work_bytes <= limit_bytes)
+
+
+def map_tasks(spark, items: list, fn: Callable[[Any], Any], job_group: str, description: str,
+              failure_message: Callable[[str], str], progress: Callable[[int], None] | None = None) -> list:
+    """[fn(item) for item in items]: one Spark task per item, all at once, or in this process when
+    `spark` is None. `progress(done)` is called as items finish (twice a second with Spark)."""
+    if spark is None:
+        out = []
+        for item in items:
+            out.append(fn(item))
+            if progress:
+                progress(len(out))
+        return out
+    done = spark.sparkContext.accumulator(0)
+
+    def task(item):
+        result = fn(item)
+        done.add(1)
+        return result
+    report = (lambda: progress(done.value)) if progress else (lambda: None)
+    rdd = spark.sparkContext.parallelize(items, numSlices=max(1, len(items)))
+    out = run_action(spark, job_group, description, rdd.map(task).collect, report, failure_message)
+    report()
+    return out
 
 
 def run_action(spark, job_group: str, description: str, action: Callable[[], Any], report: Callable[[], None],

@@ -37,19 +37,29 @@ class Sidecar:
         return fnmatch.fnmatch(rel_path, self.path)
 
 
-INGEST_MARKER = Sidecar("ingest_marker", "_staging/ingest/*.json", 1, {
+INGEST_MARKER = Sidecar("ingest_marker", "_staging/ingest/*.json", 2, {
     "path": "the input file (absolute path)",
     "format": "the format it was read as",
     "fingerprint": "size:mtime_ns of the file when it was read",
     "options": "the field mapping and datasets options it was read with",
     "settings_key": "short digest of the ingest settings (filters, language ID)",
-    "input_rows": "records read (= staged_rows + quarantined + skipped_records)",
+    "input_rows": "records read (= staged_rows + quarantined + skipped_records), one marker per chunk",
     "staged_rows": "documents staged (before deduplication)",
     "quarantined": "rows sent to quarantine",
     "reasons": "quarantine reason -> rows",
     "skipped_records": "records that hold no document by design (WARC request, metadata, warcinfo); "
                        "markers written before it existed lack it: read it as 0",
-    "seconds": "time the file took",
+    "seconds": "time the chunk took",
+    "chunk": "the chunk's index within its file (0 for a file read whole)",
+    "chunks": "chunks of the file",
+    "plan": "short digest of the chunk's place in the file (start, lines before, lines passed over, size)",
+})
+
+INGEST_PLAN = Sidecar("ingest_plan", "_staging/ingest-plans/*.json", 1, {
+    "path": "the input file (absolute path)",
+    "fingerprint": "size:mtime_ns of the file when it was planned",
+    "chunk_bytes": "ingest.chunk_mb in bytes",
+    "chunks": "per chunk: [start, lines before, lines passed over, size] (pipeline.io.chunks.Chunk)",
 })
 
 DOCS_MANIFEST = Sidecar("docs_manifest", "docs/_manifest.json", 1, {
@@ -209,7 +219,7 @@ EVALUATION_RUN = Sidecar("evaluation_run", "evaluations/*/_runs/*.json", 1, {
     "train_tokens": "tokens trained on", "tokens_per_second": "training throughput",
 })
 
-STORE_SIDECARS = (INGEST_MARKER, DOCS_MANIFEST, SCORER, RATER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
+STORE_SIDECARS = (INGEST_MARKER, INGEST_PLAN, DOCS_MANIFEST, SCORER, RATER, SELECTION, EXPORT_FINGERPRINT, EXPORT_SHARD,
                   EXPORT_MANIFEST, MIXTURE, CORRELATIONS, EVALUATION, EVALUATION_RUN)
 STUDENT_MODEL = Sidecar("student_model", "<model dir>/curate_model.json", 1, {
     "name": "the student's name (the scorer identity's model_name)", "kind": "distilled_student",

@@ -438,7 +438,7 @@ def warc_records(writer):
 def test_warc_reader(tmp_path, gzip_members, name):
     path = tmp_path / name
     ids = write_archive(path, warc_records, gzip_members)
-    records = read_all(path)
+    records = read_all(path, html_text="all_text")
 
     assert len(records) == 8                                     # one result per planted record
     # Records that never hold a page are skipped, not quarantined; a response without text is bad data.

@@ -61,7 +61,8 @@ def test_sidecars_refuse_missing_and_unknown_keys_and_carry_their_version(tmp_pa
 
 
 def test_every_store_sidecar_is_found_by_its_path():
-    paths = {"_staging/ingest/0123abcd.json": "ingest_marker", "docs/_manifest.json": "docs_manifest",
+    paths = {"_staging/ingest/0123abcd-c00000.json": "ingest_marker", "docs/_manifest.json": "docs_manifest",
+             "_staging/ingest-plans/0123abcd.json": "ingest_plan",
              "scores/scorer=abc/_scorer.json": "scorer", "selections/med/_selection.json": "selection",
              "exports/e/_export.json": "export_fingerprint", "exports/e/_shards/shard-00001.json": "export_shard",
              "exports/e/manifest.json": "export_manifest", "mixtures/m.json": "mixture",

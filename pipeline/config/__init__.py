@@ -41,6 +41,9 @@ class InputSpec(Strict):
     fields: FieldMapping = Field(default_factory=FieldMapping, description="which input fields hold what")
     hf_builder: str | None = Field(None, description="load_dataset builder for hf_files: json, csv, text, parquet")
     hf_split: str = Field("train", description="hf_files: the split to read")
+    html_text: Literal["main_content", "all_text"] = Field(
+        "main_content", description="WARC pages' text: main_content (Resiliparse: navigation, headers, footers "
+                                    "left out, as DCLM extracts) or all_text (every visible word)")
 
 
 class LanguageConfig(Strict):
@@ -55,6 +58,8 @@ class IngestConfig(Strict):
     inputs: list[InputSpec] = Field(default_factory=list, description="files, folders (read recursively) or globs",
                                     json_schema_extra={"example": [{"path": "data/raw"}]})
     num_shards: int = Field(4, ge=1, description="files in store/docs, of balanced size")
+    chunk_mb: int = Field(64, ge=1, description="input files with more data than this are read in chunks of about "
+                                                "this size, in parallel; a killed run resumes at the chunk")
     min_chars: int = Field(0, ge=0, description="shorter documents are quarantined as too_short")
     max_chars: int | None = Field(None, ge=1, description="longer documents are quarantined as too_long")
     language: LanguageConfig = Field(default_factory=LanguageConfig)

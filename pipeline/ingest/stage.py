@@ -1,13 +1,16 @@
 """Ingest stage: raw input files -> `store/docs` (normalised, hashed, language-tagged, deduplicated, sharded).
 
 Two phases, each resumable:
-1. One Spark task per input file reads it (`pipeline.io.readers`), normalises every record, tags its
-   language with fastText and writes `_staging/ingest/<file_key>.parquet` plus the file's rejected rows
-   to `quarantine/part-<file_key>.parquet`; a marker `<file_key>.json` written last says the file is
-   finished. A re-run skips files whose marker matches the file's size, mtime and the settings.
-2. Spark collapses exact duplicates (same `doc_id`) across all staged files, keeping the first
-   occurrence and the list of all sources, and writes `num_shards` files of balanced byte size,
-   each sorted by doc_id, so the same input always gives the same shards.
+1. Read: every input file is one chunk or, when large, several (`pipeline.io.chunks`; the plan of a
+   large file is kept in `_staging/ingest-plans/`). One Spark task per chunk reads it, normalises every
+   record, tags its language with fastText and writes `_staging/ingest/<chunk_key>.parquet` (sorted by
+   doc_id) plus its rejected rows to `quarantine/part-<chunk_key>.parquet`; a marker `<chunk_key>.json`
+   written last says the chunk is finished. A re-run skips chunks whose marker matches the file's size,
+   mtime, the plan and the settings, so a run killed inside a large file resumes inside it.
+2. Dedup and shard, in one shuffle (`pipeline.ingest.shards`): shard boundaries in doc_id order from the
+   doc_id and n_bytes columns alone, then one task per shard reads its doc_id range from every staged
+   file, collapses exact duplicates (same `doc_id`, the first occurrence kept with the list of all
+   sources) and writes its file sorted by doc_id, so the same input always gives the same shards.
 
 Counts reconcile: input rows = docs + duplicates + quarantine rows + skipped records (WARC requests,
 metadata, warcinfo: records that never hold a page, counted apart from bad data).
@@ -17,10 +20,12 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 import schemas
@@ -28,179 +33,224 @@ from pipeline.config import Config, IngestConfig, apply_overrides
 from pipeline.errors import UserError
 from pipeline.hashing import path_key, short_digest
 from pipeline.ingest.documents import IngestSettings, language_identifier, prepare_document, rejected_row
+from pipeline.ingest.shards import collapse, shard_boundaries, shard_range
 from pipeline.io import InputFile, RawDoc, Rejected, Skipped
+from pipeline.io.chunks import Chunk, chunks_from_plan, needs_plan, plan_chunks, plan_record, read_chunk
+from pipeline.spark import is_small_local, map_tasks
 from pipeline.stage import Report, StageResult, StageRun
 from pipeline.store import Store, utc_now
 from schemas import sidecars
 
 STAGE = "ingest"
-BATCH_DOCS = 2_000  # documents per language-ID call and per Parquet row group
+PLANS = "ingest-plans"
+BATCH_DOCS = 2_000         # documents per language-ID call
+STAGED_ROW_GROUP = 1_000   # rows per row group of a staged file: what a shard's range read skips by
+# Up to this many staged rows the shard boundaries are exact, from doc_ids read by the driver; above,
+# they fall between doc_ids' first 5 hex digits (1M buckets), summed by Spark.
+EXACT_BOUNDARY_ROWS = 20_000_000
+# Inputs up to this size, and stores up to this many staged rows, are ingested in this process when
+# Spark is not started yet (the CLI's embedded default): Spark's start-up would cost more than the work.
+IN_PROCESS_BYTES = 16 << 20
+IN_PROCESS_ROWS = 20_000
+WHOLE_FILE_PLAN = short_digest([0, 0, 0, None])  # the plan digest of a file read as one chunk
 
 
-# -- phase 1: one input file -> staged documents + quarantine rows --------------------------------
+# -- phase 1: one chunk of an input file -> staged documents + quarantine rows --------------------
 def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
-    """Read, normalise and language-tag one input file; write its staged docs and quarantine rows.
+    """`ingest_chunk` of a file read whole."""
+    return ingest_chunk(Chunk(f), settings, store_uri)
 
-    Runs inside a Spark task. The marker JSON is written last, so a killed task leaves no marker and
-    the file is simply processed again (its outputs are overwritten, never appended)."""
-    from pipeline.io.readers import read_file
 
+def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str) -> dict:
+    """Read, normalise and language-tag one chunk; write its staged docs (sorted by doc_id) and
+    quarantine rows. Runs inside a Spark task; memory is bounded by the chunk, not the file.
+
+    The marker JSON is written last, so a killed task leaves no marker and the chunk is simply
+    processed again (its outputs are overwritten, never appended)."""
     store = Store(store_uri)
-    key = path_key(f.path)
+    f, key = chunk.file, chunk.key
     started = time.time()
     lid = language_identifier(settings.language_model_path) if settings.language else None
-    staged_rel = ("_staging", STAGE, f"{key}.parquet")
-    tmp = store.path("_staging", STAGE, f".tmp-{uuid.uuid4().hex}-{key}.parquet")
-    store.fs.create_dir(store.path("_staging", STAGE), recursive=True)
     rejected: list[dict] = []
-    counts = {"input_rows": 0, "staged_rows": 0, "skipped_records": 0}
+    counts = {"input_rows": 0, "skipped_records": 0}
     batch: list[dict] = []
+    tables: list[pa.Table] = []
 
-    with pq.ParquetWriter(tmp, schemas.STAGED_DOCS, filesystem=store.fs, compression="zstd") as writer:
-        def flush():
-            if not batch:
-                return
-            if lid is not None:
-                for row, (lang, prob) in zip(batch, lid.predict([r["text"] for r in batch])):
-                    row["language"], row["language_score"] = lang, prob
-            writer.write_table(schemas.validate(pa.Table.from_pylist(batch, schema=schemas.STAGED_DOCS),
-                                                schemas.STAGED_DOCS))
-            counts["staged_rows"] += len(batch)
-            batch.clear()
+    def flush():
+        if not batch:
+            return
+        if lid is not None:
+            for row, (lang, prob) in zip(batch, lid.predict([r["text"] for r in batch])):
+                row["language"], row["language_score"] = lang, prob
+        tables.append(pa.Table.from_pylist(batch, schema=schemas.STAGED_DOCS))
+        batch.clear()
 
-        for item in read_file(f):
-            counts["input_rows"] += 1
-            if isinstance(item, Skipped):  # not a document by design, and not bad data either
-                counts["skipped_records"] += 1
-                continue
-            prepared = prepare_document(item, settings) if isinstance(item, RawDoc) else item
-            if isinstance(prepared, Rejected):
-                rejected.append(rejected_row(prepared))
-            else:
-                batch.append(prepared)
-                if len(batch) >= BATCH_DOCS:
-                    flush()
-        flush()
-    store.fs.move(tmp, store.path(*staged_rel))
+    for item in read_chunk(chunk):
+        counts["input_rows"] += 1
+        if isinstance(item, Skipped):  # not a document by design, and not bad data either
+            counts["skipped_records"] += 1
+            continue
+        prepared = prepare_document(item, settings) if isinstance(item, RawDoc) else item
+        if isinstance(prepared, Rejected):
+            rejected.append(rejected_row(prepared))
+        else:
+            batch.append(prepared)
+            if len(batch) >= BATCH_DOCS:
+                flush()
+    flush()
+    staged = (pa.concat_tables(tables) if tables else schemas.STAGED_DOCS.empty_table()).sort_by("doc_id")
+    staged = schemas.validate(staged, schemas.STAGED_DOCS)
+    store.atomic_write(("_staging", STAGE, f"{key}.parquet"),
+                       lambda p: pq.write_table(staged, p, filesystem=store.fs, compression="zstd",
+                                                row_group_size=STAGED_ROW_GROUP))
     store.write_table(pa.Table.from_pylist(rejected, schema=schemas.QUARANTINE), schemas.QUARANTINE,
                       "quarantine", f"part-{key}.parquet")
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     marker = {"path": f.path, "format": f.format, "fingerprint": f.fingerprint, "options": f.options,
-              "settings_key": settings.key, "input_rows": counts["input_rows"],
-              "staged_rows": counts["staged_rows"], "quarantined": len(rejected), "reasons": reasons,
-              "skipped_records": counts["skipped_records"],
-              "seconds": round(time.time() - started, 3)}
+              "settings_key": settings.key, "chunk": chunk.index, "chunks": chunk.count,
+              "plan": short_digest(chunk.as_list()), "input_rows": counts["input_rows"],
+              "staged_rows": staged.num_rows, "quarantined": len(rejected), "reasons": reasons,
+              "skipped_records": counts["skipped_records"], "seconds": round(time.time() - started, 3)}
     return store.write_json(sidecars.INGEST_MARKER, marker, "_staging", STAGE, f"{key}.json")
 
 
-def _is_finished(store: Store, f: InputFile, settings: IngestSettings) -> dict | None:
-    key = path_key(f.path)
+def _is_finished(store: Store, chunk: Chunk, settings: IngestSettings) -> dict | None:
+    key, f = chunk.key, chunk.file
     if not (store.exists("_staging", STAGE, f"{key}.json") and store.exists("_staging", STAGE, f"{key}.parquet")):
         return None
     marker = store.read_json("_staging", STAGE, f"{key}.json")
-    # A marker from before skipped records were counted apart re-reads its file (its counts differ).
-    same = ("skipped_records" in marker and marker.get("fingerprint") == f.fingerprint
-            and marker.get("settings_key") == settings.key
-            and marker.get("options") == f.options and marker.get("format") == f.format)
+    same = (marker.get("fingerprint") == f.fingerprint and marker.get("settings_key") == settings.key
+            and marker.get("options") == f.options and marker.get("format") == f.format
+            and marker.get("chunks") == chunk.count and marker.get("plan") == short_digest(chunk.as_list()))
     return marker if same else None
 
 
-# -- phase 2: collapse duplicates and write balanced shards -------------------------------------
-def _write_shards(store_uri: str, out_rel: str):
-    """mapInArrow function: write every shard present in this task as `<out_rel>/part-NNNNN.parquet`."""
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+# -- phase 1's plan: which chunks each file is read in -------------------------------------------
+def _chunks_of(tasks: Callable, store: Store, files: list[InputFile], chunk_bytes: int, run_id: str) -> list[Chunk]:
+    """Every file's chunks: a kept plan when the file and chunk size are unchanged, else a new one
+    (made by `map_tasks(tasks(), ...)`: a large compressed file's plan is one pass over it)."""
+    chunks: dict[str, list[Chunk]] = {}
+    to_plan = []
+    for f in files:
+        plan = (store.read_json("_staging", PLANS, f"{path_key(f.path)}.json")
+                if needs_plan(f, chunk_bytes) and store.exists("_staging", PLANS, f"{path_key(f.path)}.json") else None)
+        if plan and plan["fingerprint"] == f.fingerprint and plan["chunk_bytes"] == chunk_bytes:
+            chunks[f.path] = chunks_from_plan(f, plan["chunks"])
+        elif needs_plan(f, chunk_bytes):
+            to_plan.append(f)
+        else:
+            chunks[f.path] = [Chunk(f)]
+    if to_plan:
+        planned = map_tasks(tasks(), to_plan, lambda f: plan_chunks(f, chunk_bytes), f"curate-ingest-plan-{run_id}",
+                            "ingest: plan the chunks of large files",
+                            lambda reason: f"ingest failed while planning large files: {reason}")
+        for f, file_chunks in zip(to_plan, planned):
+            store.write_json(sidecars.INGEST_PLAN, plan_record(f, chunk_bytes, file_chunks),
+                             "_staging", PLANS, f"{path_key(f.path)}.json")
+            chunks[f.path] = file_chunks
+    for f in files:  # a file re-planned into fewer chunks: its chunks past the new count go
+        count = len(chunks[f.path])
+        for name in store.list_files("_staging", STAGE):
+            stem = name.split(".", 1)[0]
+            if stem.startswith(f"{path_key(f.path)}-c") and int(stem.rsplit("-c", 1)[1]) >= count:
+                store.delete("_staging", STAGE, name)
+                store.delete("quarantine", f"part-{stem}.parquet")
+    return [c for f in files for c in chunks[f.path]]
+
+
+# -- phase 2: collapse duplicates and write balanced shards, one task per shard ------------------
+def _boundaries(tasks, store: Store, staged_keys: list[str], num_shards: int, staged_rows: int) -> list[str]:
+    if staged_rows > EXACT_BOUNDARY_ROWS and tasks is not None:
+        spark = tasks
+        from pyspark.sql import functions as F
+        ids = (spark.read.parquet(*[store.spark_path("_staging", STAGE, f"{k}.parquet") for k in staged_keys])
+               .select("doc_id", "n_bytes").dropDuplicates(["doc_id"]))
+        buckets = ids.groupBy(F.substring("doc_id", 1, 5).alias("b")).agg(F.sum("n_bytes").alias("n")).collect()
+        return shard_boundaries(np.array([r["b"] for r in buckets], dtype="S5"),
+                                np.array([r["n"] for r in buckets], dtype=np.int64), num_shards)
+    if not staged_keys:
+        return shard_boundaries(np.array([], dtype="S32"), np.array([], dtype=np.int64), num_shards)
+    table = _staged_dataset(store, staged_keys).to_table(columns=["doc_id", "n_bytes"])
+    ids = pc.cast(table.column("doc_id").combine_chunks(), pa.binary())
+    ids = np.array(ids.to_pylist(), dtype="S32")
+    return shard_boundaries(ids, table.column("n_bytes").to_numpy(), num_shards)
+
+
+def _staged_dataset(store: Store, staged_keys: list[str]) -> ds.Dataset:
+    return ds.dataset([store.path("_staging", STAGE, f"{k}.parquet") for k in staged_keys], format="parquet",
+                      filesystem=store.fs, schema=schemas.STAGED_DOCS)
+
+
+def _write_shard(store_uri: str, staged_keys: list[str], boundaries: list[str], out_rel: str):
+    """The task of one shard: its doc_id range from every staged file, collapsed, sorted, written."""
+    def write(shard: int) -> dict:
         store = Store(store_uri)
-        by_shard: dict[int, list[pa.RecordBatch]] = {}
-        for b in batches:
-            table = pa.Table.from_batches([b])
-            for shard in sorted(set(table.column("_shard").to_pylist())):
-                part = table.filter(pc.equal(table.column("_shard"), shard))
-                by_shard.setdefault(shard, []).append(part)
-        out = {"shard": [], "n_docs": [], "n_bytes": []}
-        for shard, parts in by_shard.items():
-            table = pa.concat_tables(parts).drop_columns(["_shard"]).sort_by("doc_id")
-            store.write_table(table, schemas.DOCS, out_rel, f"part-{shard:05d}.parquet")
-            out["shard"].append(shard)
-            out["n_docs"].append(table.num_rows)
-            out["n_bytes"].append(int(pc.sum(table.column("n_bytes")).as_py() or 0))
-        yield pa.RecordBatch.from_pydict(out, schema=pa.schema([("shard", pa.int32()), ("n_docs", pa.int64()),
-                                                                ("n_bytes", pa.int64())]))
+        low, high = shard_range(boundaries, shard)
+        where = None
+        if low is not None:
+            where = ds.field("doc_id") >= low
+        if high is not None:
+            where = ds.field("doc_id") < high if where is None else where & (ds.field("doc_id") < high)
+        staged = _staged_dataset(store, staged_keys).to_table(filter=where) if staged_keys else \
+            schemas.STAGED_DOCS.empty_table()
+        docs = store.write_table(collapse(staged), schemas.DOCS, out_rel, f"part-{shard:05d}.parquet")
+        return {"shard": shard, "n_docs": docs.num_rows, "n_bytes": int(pc.sum(docs.column("n_bytes")).as_py() or 0)}
     return write
 
 
-def collapse_and_shard(spark, store: Store, staged_keys: list[str], num_shards: int) -> dict:
-    """Deduplicate staged documents by doc_id and write `num_shards` files of balanced byte size.
-
-    Shard of a document = floor(num_shards * B / total_bytes), where B is the byte count of all
-    documents before it in doc_id order (doc_id is a hash, so that order is a fixed random order).
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
+def collapse_and_shard(tasks, store: Store, staged_keys: list[str], num_shards: int, staged_rows: int,
+                       run_id: str = "") -> dict:
+    """Deduplicate staged documents by doc_id and write `num_shards` files of balanced byte size
+    (`pipeline.ingest.shards`), exactly `num_shards` files even when there are fewer documents.
+    `tasks`: a Spark session, or None to run the shards' tasks in this process."""
     out_rel = f"_staging/docs-{uuid.uuid4().hex[:8]}"
-    paths = [store.spark_path("_staging", STAGE, f"{k}.parquet") for k in staged_keys]
-    if paths:
-        staged = spark.read.parquet(*paths)
-    else:
-        staged = spark.createDataFrame([], schema=_spark_schema(schemas.STAGED_DOCS))
-    first_cols = ["source_file", "source_offset"] + [c for c in schemas.STAGED_DOCS.names
-                                                     if c not in ("doc_id", "source_file", "source_offset")]
-    docs = (staged.groupBy("doc_id")
-            .agg(F.min(F.struct(*first_cols)).alias("first"),
-                 F.count(F.lit(1)).alias("duplicate_count"),
-                 F.slice(F.array_sort(F.collect_list(F.struct("source_file", "source_offset", "url"))),
-                         1, schemas.MAX_SOURCES).alias("duplicate_sources"))
-            .select("doc_id", "first.*", "duplicate_count", "duplicate_sources")
-            .repartitionByRange(max(1, min(num_shards * 4, 256)), "doc_id")
-            .withColumn("_pid", F.spark_partition_id())
-            .persist())
-    per_partition = {r["_pid"]: (r["n"], r["b"]) for r in
-                     docs.groupBy("_pid").agg(F.count(F.lit(1)).alias("n"), F.sum("n_bytes").alias("b")).collect()}
-    total_bytes = sum(b for _, b in per_partition.values())
-    n_docs = sum(n for n, _ in per_partition.values())
-    offsets, running = [], 0
-    for pid in sorted(per_partition):
-        offsets.append((pid, running))
-        running += per_partition[pid][1]
-    written = []
-    if n_docs:
-        before = Window.partitionBy("_pid").orderBy("doc_id").rowsBetween(Window.unboundedPreceding, -1)
-        offs = spark.createDataFrame(offsets, "_pid int, _off long")
-        sharded = (docs.join(F.broadcast(offs), "_pid")
-                   .withColumn("_before", F.coalesce(F.sum("n_bytes").over(before), F.lit(0)) + F.col("_off"))
-                   .withColumn("_shard", F.least(F.lit(num_shards - 1),
-                                                 F.floor(F.col("_before") * num_shards / F.lit(total_bytes))).cast("int"))
-                   .drop("_pid", "_off", "_before")
-                   .repartition(num_shards, "_shard"))
-        written = sharded.mapInArrow(_write_shards(store.uri, out_rel),
-                                     "shard int, n_docs long, n_bytes long").collect()
-    docs.unpersist()
-    present = {r["shard"] for r in written}
-    for shard in range(num_shards):  # exactly num_shards files, even when there are fewer documents
-        if shard not in present:
-            store.write_table(schemas.DOCS.empty_table(), schemas.DOCS, out_rel, f"part-{shard:05d}.parquet")
+    boundaries = _boundaries(tasks, store, staged_keys, num_shards, staged_rows)
+    written = map_tasks(tasks, list(range(num_shards)), _write_shard(store.uri, staged_keys, boundaries, out_rel),
+                        f"curate-ingest-shards-{run_id}", "ingest: deduplicate and write shards",
+                        lambda reason: f"ingest failed while writing shards: {reason}. The read input files "
+                                       "are kept; re-run the same command to resume.")
     store.replace_dir(tuple(out_rel.split("/")), ("docs",))
     shard_bytes = sorted(r["n_bytes"] for r in written)
-    return {"docs": n_docs, "bytes": total_bytes, "shards": num_shards,
-            "largest_shard_bytes": shard_bytes[-1] if shard_bytes else 0,
-            "smallest_shard_bytes": shard_bytes[0] if len(shard_bytes) == num_shards else 0}
+    return {"docs": sum(r["n_docs"] for r in written), "bytes": sum(shard_bytes), "shards": num_shards,
+            "largest_shard_bytes": shard_bytes[-1], "smallest_shard_bytes": shard_bytes[0]}
 
 
 def _forget_files(store: Store, keep: set[str]) -> None:
-    """Delete the staged documents, markers and quarantine rows of input files not in `keep` (keys)."""
-    for name in store.list_files("_staging", STAGE):
-        if name.split(".", 1)[0] not in keep:
-            store.delete("_staging", STAGE, name)
+    """Delete the staged documents, markers, plans and quarantine rows of input files not in `keep` (keys)."""
+    for folder in (STAGE, PLANS):
+        for name in store.list_files("_staging", folder):
+            if _file_key(name) not in keep:
+                store.delete("_staging", folder, name)
     for name in store.list_files("quarantine", suffix=".parquet"):
-        if name.removeprefix("part-").removesuffix(".parquet") not in keep:
+        if _file_key(name.removeprefix("part-")) not in keep:
             store.delete("quarantine", name)
 
 
-def _spark_schema(schema: pa.Schema):
-    from pyspark.sql.pandas.types import from_arrow_schema
-    return from_arrow_schema(schema)
+def _file_key(name: str) -> str:
+    """`<file key>-c00003.json` -> the file key."""
+    return name.split(".", 1)[0].rsplit("-c", 1)[0]
+
+
+def _upgrade_legacy(store: Store) -> None:
+    """A file staged before chunks existed (`<file key>.json`) becomes its file's chunk 0 of 1."""
+    for name in store.list_files("_staging", STAGE, suffix=".json"):
+        stem = name.removesuffix(".json")
+        if "-c" in stem:
+            continue
+        marker = store.read_json("_staging", STAGE, name)
+        if store.exists("_staging", STAGE, f"{stem}.parquet"):
+            store.fs.move(store.path("_staging", STAGE, f"{stem}.parquet"),
+                          store.path("_staging", STAGE, f"{stem}-c00000.parquet"))
+        if store.exists("quarantine", f"part-{stem}.parquet"):
+            store.fs.move(store.path("quarantine", f"part-{stem}.parquet"),
+                          store.path("quarantine", f"part-{stem}-c00000.parquet"))
+        marker = {k: v for k, v in marker.items() if k != "schema_version"}
+        marker.update(chunk=0, chunks=1, plan=WHOLE_FILE_PLAN,
+                      skipped_records=marker.get("skipped_records", 0))
+        store.write_json(sidecars.INGEST_MARKER, marker, "_staging", STAGE, f"{stem}-c00000.json")
+        store.delete("_staging", STAGE, name)
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -228,13 +278,17 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
     run = StageRun(STAGE, config, inputs=[f.path for f in files])
     store = run.store
     with run:
+        # A small input is read in this process: starting Spark would take longer than the work.
+        small = is_small_local(spark, sum(f.size for f in files), IN_PROCESS_BYTES)
+        tasks = (lambda: None) if small else (lambda: _needed(spark))  # what map_tasks runs on
         with run.phase("read"):
-            markers = {f.path: None if overwrite else _is_finished(store, f, settings) for f in files}
-            pending = [f for f in files if markers[f.path] is None]
+            _upgrade_legacy(store)
+            chunks = _chunks_of(tasks, store, files, cfg.chunk_mb << 20, run.run_id)
+            pending = [c for c in chunks if overwrite or _is_finished(store, c, settings) is None]
             if progress:
-                progress("read", len(files) - len(pending), len(files))
+                progress("read", len(chunks) - len(pending), len(chunks))
             if pending:
-                _read_pending(spark, store, pending, settings, len(files), run.run_id, progress)
+                _read_pending(tasks(), store, pending, settings, len(chunks), run.run_id, progress)
 
         with run.phase("dedup_shard"):
             # Documents are the union of every finished file in the store (earlier runs included).
@@ -243,20 +297,21 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
             if overwrite:  # this run's inputs only: the files earlier runs read leave the store
                 current = {path_key(f.path) for f in files}
                 all_markers = [m for m in all_markers if path_key(m["path"]) in current]
-            keys = sorted(path_key(m["path"]) for m in all_markers)
-            state = short_digest([[m["path"], m["fingerprint"], m["settings_key"]]
-                                  for m in sorted(all_markers, key=lambda m: m["path"])])
+            all_markers.sort(key=lambda m: (m["path"], m["chunk"]))
+            keys = [f"{path_key(m['path'])}-c{m['chunk']:05d}" for m in all_markers]
+            state = short_digest([[m["path"], m["fingerprint"], m["settings_key"], m["chunk"], m["plan"]]
+                                  for m in all_markers])
+            staged_rows = sum(m["staged_rows"] for m in all_markers)
             manifest = store.read_json("docs", "_manifest.json") if store.exists("docs", "_manifest.json") else None
             dedup_skipped = bool(manifest and manifest.get("state") == state
                                  and manifest.get("num_shards") == cfg.num_shards)
             if dedup_skipped:
                 shard_counts = manifest["shards"]
             else:
-                if spark is None:
-                    raise UserError("internal: a Spark session is needed to write documents")
                 if progress:
                     progress("dedup", 0, 1)
-                shard_counts = collapse_and_shard(spark, store, keys, cfg.num_shards)
+                shard_tasks = None if small and staged_rows <= IN_PROCESS_ROWS else _needed(spark)
+                shard_counts = collapse_and_shard(shard_tasks, store, keys, cfg.num_shards, staged_rows, run.run_id)
                 store.write_json(sidecars.DOCS_MANIFEST, {"state": state, "num_shards": cfg.num_shards,
                                                           "shards": shard_counts, "written_at": utc_now()},
                                  "docs", "_manifest.json")
@@ -269,46 +324,46 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
         for m in all_markers:
             for r, n in m["reasons"].items():
                 reasons[r] = reasons.get(r, 0) + n
-        staged_rows = sum(m["staged_rows"] for m in all_markers)
-        counts = {"input_files": len(all_markers), "files_processed": len(pending),
-                  "files_skipped": len(files) - len(pending),
+        processed = {c.file.path for c in pending}
+        counts = {"input_files": len({m["path"] for m in all_markers}), "files_processed": len(processed),
+                  "files_skipped": len(files) - len(processed), "chunks": len(chunks), "chunks_read": len(pending),
                   "input_rows": sum(m["input_rows"] for m in all_markers),
                   "docs": shard_counts["docs"], "duplicates": staged_rows - shard_counts["docs"],
                   "quarantined": sum(m["quarantined"] for m in all_markers),
-                  # .get: markers written before skipped records were counted apart lack the key
-                  "skipped_records": sum(m.get("skipped_records", 0) for m in all_markers),
+                  "skipped_records": sum(m["skipped_records"] for m in all_markers),
                   "doc_bytes": shard_counts["bytes"], "shards": cfg.num_shards,
+                  "largest_shard_bytes": shard_counts["largest_shard_bytes"],
+                  "smallest_shard_bytes": shard_counts["smallest_shard_bytes"],
                   "dedup_skipped": int(dedup_skipped)}
+        run.timings["spark_start_s"] = getattr(spark, "start_s", 0.0)  # inside the phases' times
         return run.finish(counts, reasons=reasons)
 
 
-def _read_pending(spark, store: Store, pending: list[InputFile], settings: IngestSettings, n_files: int,
-                  run_id: str, progress) -> None:
-    """Phase 1 for the files not finished yet: one Spark task per file, all at once."""
+def _needed(spark):
     if spark is None:
         raise UserError("internal: a Spark session is needed to ingest files")
-    from pipeline.spark import run_action
-    rdd = spark.sparkContext.parallelize(pending, numSlices=len(pending))
-    store_uri = store.uri
-    files_done = spark.sparkContext.accumulator(0)
+    return spark
 
-    def read_file(f: InputFile) -> dict:
-        marker = ingest_file(f, settings, store_uri)
-        files_done.add(1)
-        return marker
-    already = n_files - len(pending)
-    report = (lambda: progress("read", already + files_done.value, n_files)) if progress else (lambda: None)
-    run_action(spark, f"curate-ingest-{run_id}", "ingest: read input files", rdd.map(read_file).collect, report,
-               lambda reason: f"ingest failed: {reason}. Finished input files are kept; "
-                              "re-run the same command to resume.")
-    report()
+
+def _read_pending(tasks, store: Store, pending: list[Chunk], settings: IngestSettings, n_chunks: int,
+                  run_id: str, progress) -> None:
+    """Phase 1 for the chunks not finished yet: one task per chunk, the largest files first."""
+    ordered = sorted(pending, key=lambda c: (-c.file.size // c.count, c.file.path, c.index))
+    store_uri = store.uri
+    already = n_chunks - len(pending)
+    map_tasks(tasks, ordered, lambda chunk: ingest_chunk(chunk, settings, store_uri), f"curate-ingest-{run_id}",
+              "ingest: read input files",
+              lambda reason: f"ingest failed: {reason}. Finished chunks of the input files are kept; "
+                             "re-run the same command to resume.",
+              (lambda done: progress("read", already + done, n_chunks)) if progress else None)
 
 
 def report(result: StageResult) -> Report:
     c = result.counts
-    rows = [(label, c[key]) for label, key in [
+    rows = [(label, c.get(key, 0)) for label, key in [
         ("input files", "input_files"), ("  processed now", "files_processed"),
-        ("  already finished (skipped)", "files_skipped"), ("input rows", "input_rows"), ("documents", "docs"),
+        ("  already finished (skipped)", "files_skipped"), ("chunks read now", "chunks_read"),
+        ("input rows", "input_rows"), ("documents", "docs"),
         ("exact duplicates collapsed", "duplicates"), ("quarantined rows", "quarantined"),
         ("skipped records (WARC request, metadata, ...)", "skipped_records"),
         ("document bytes", "doc_bytes"), ("shards", "shards")]]
@@ -316,12 +371,16 @@ def report(result: StageResult) -> Report:
              sorted(result.outputs["reasons"].items(), key=lambda kv: -kv[1])]
     reconciled = c["input_rows"] == c["docs"] + c["duplicates"] + c["quarantined"] + c["skipped_records"]
     t = result.timings
+    # .get: run records written before chunks and shard sizes were counted lack them
+    shards = (f"shards: {c['shards']}, {c['smallest_shard_bytes']:,} to {c['largest_shard_bytes']:,} bytes"
+              if "largest_shard_bytes" in c else f"shards: {c['shards']}")
     return Report(f"ingest {result.run_id}", rows, notes=[
         f"input rows {c['input_rows']:,} = documents {c['docs']:,} + duplicates {c['duplicates']:,} + quarantined "
         f"{c['quarantined']:,} + skipped records {c['skipped_records']:,}: "
         f"{'reconciled' if reconciled else 'MISMATCH'}",
+        shards,
         f"store: {result.store}   time: {t['total_s']:.1f}s (read {t['read_s']:.1f}s, "
-        f"dedup+shard {t['dedup_shard_s']:.1f}s)"])
+        f"dedup+shard {t['dedup_shard_s']:.1f}s; Spark's start-up {t.get('spark_start_s', 0):.1f}s of them)"])
 
 
 def summary_row(result: StageResult) -> dict:

@@ -16,7 +16,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterator
-from itertools import chain
+from itertools import chain, islice
 
 import zstandard
 
@@ -84,10 +84,10 @@ def _open_lines(path: str) -> tuple[io.BufferedIOBase, str | None]:
 
     Compression is told by the magic bytes, not the name, so a mislabelled file still reads.
     """
-    magic = file_magic(path)
-    if magic.startswith(GZIP_MAGIC):
+    compression = _compression(file_magic(path))
+    if compression == "gzip":
         return gzip.open(path, "rb"), "gzip"
-    if magic == ZSTD_MAGIC:
+    if compression == "zstd":
         return io.BufferedReader(_ZstdRaw(open(path, "rb")), buffer_size=1 << 16), "zstd"
     return open(path, "rb"), None
 
@@ -132,11 +132,41 @@ def read_jsonl(f: InputFile) -> Iterator[Record]:
                 if line.strip():
                     yield _parse_json_line(line, line_no, fields, f)
         except DECOMPRESSION_ERRORS as e:
-            reason = "corrupt_compression" if compression else "corrupt_file"
-            yield Rejected(f.path, reason,
-                           f"{compression or 'file'} data unreadable from line {lines.read + 1} on "
-                           f"({type(e).__name__}: {e}); the {lines.read} lines before were read",
-                           lines.read + 1, f.format)
+            yield _unreadable(f, compression, lines.read, e)
+
+
+def read_jsonl_lines(f: InputFile, start: int, first: int, skip: int, size: int | None) -> Iterator[Record]:
+    """A run of JSON Lines: open at byte `start` (a line start, or a gzip member / zstd frame that begins
+    one), pass over `skip` lines, then read `size` lines (None: to the end). `first` lines come before
+    `start`, so offsets and messages are those of reading the whole file."""
+    compression = _compression(file_magic(f.path))
+    with open(f.path, "rb") as raw:
+        raw.seek(start)
+        stream = (gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else
+                  io.BufferedReader(_ZstdRaw(raw), buffer_size=1 << 16) if compression == "zstd" else raw)
+        lines = _Lines(stream)
+        lines.read = first
+        numbered = iter(lines)
+        try:
+            for _ in range(skip):
+                if next(numbered, None) is None:
+                    return
+            for line_no, line in (numbered if size is None else islice(numbered, size)):
+                if line.strip():
+                    yield _parse_json_line(line, line_no, fields_of(f), f)
+        except DECOMPRESSION_ERRORS as e:
+            yield _unreadable(f, compression, lines.read, e)
+
+
+def _compression(magic: bytes) -> str | None:
+    return "gzip" if magic.startswith(GZIP_MAGIC) else "zstd" if magic == ZSTD_MAGIC else None
+
+
+def _unreadable(f: InputFile, compression: str | None, lines_read: int, e: Exception) -> Rejected:
+    return Rejected(f.path, "corrupt_compression" if compression else "corrupt_file",
+                    f"{compression or 'file'} data unreadable from line {lines_read + 1} on "
+                    f"({type(e).__name__}: {e}); the {lines_read} lines before were read",
+                    lines_read + 1, f.format)
 
 
 def _head(numbered: Iterator[tuple[int, bytes]]) -> list[tuple[int, bytes]]:

@@ -71,7 +71,9 @@ def discover_inputs(spec: InputSpec) -> list[InputFile]:
             found.setdefault(file_path, fmt)
     if not found:
         raise UserError(f"input not found: {spec.path} (no input files in it)")
-    return [_input_file(p, fmt, options) for p, fmt in found.items()]
+    # How HTML becomes text matters to WARC files alone: a change re-reads them, and only them.
+    return [_input_file(p, fmt, {**options, "html_text": spec.html_text} if fmt == "warc" else options)
+            for p, fmt in found.items()]
 
 
 def _is_skipped(path: str) -> bool:
@@ -165,8 +167,9 @@ def read_file(f: InputFile) -> Iterator[Record]:
 # Parquet
 # ---------------------------------------------------------------------------------------------
 
-def read_parquet(f: InputFile) -> Iterator[Record]:
-    """Rows in record batches (never the whole file at once); offsets are 0-based row indexes."""
+def read_parquet(f: InputFile, row_groups: range | None = None, first_row: int = 0) -> Iterator[Record]:
+    """Rows in record batches (never the whole file at once); offsets are 0-based row indexes.
+    `row_groups`: only those (a chunk), the first of which starts at row `first_row`."""
     import pyarrow.parquet as pq
 
     fields = fields_of(f)
@@ -181,10 +184,11 @@ def read_parquet(f: InputFile) -> Iterator[Record]:
         return
     wanted = [fields.text, fields.url, fields.id, *fields.metadata]
     columns = list(dict.fromkeys(c for c in wanted if c and c in names))
-    row_index = 0
+    row_index = first_row
     with parquet:
         try:
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns,
+                                              row_groups=list(row_groups) if row_groups is not None else None):
                 for row in batch.to_pylist():
                     yield row_to_doc(row, fields, f, row_index, row_bytes(row))
                     row_index += 1
