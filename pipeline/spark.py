@@ -107,21 +107,24 @@ def is_small_local(spark, work_bytes: int, limit_bytes: int) -> bool:
 
 
 def map_tasks(spark, items: list, fn: Callable[[Any], Any], job_group: str, description: str,
-              failure_message: Callable[[str], str], progress: Callable[[int], None] | None = None) -> list:
+              failure_message: Callable[[str], str], progress: Callable[[int], None] | None = None,
+              weight: Callable[[Any], int] = lambda item: 1) -> list:
     """[fn(item) for item in items]: one Spark task per item, all at once, or in this process when
-    `spark` is None. `progress(done)` is called as items finish (twice a second with Spark)."""
+    `spark` is None. `progress(done)` is called as items finish (twice a second with Spark), `done`
+    the summed `weight` of the finished items."""
     if spark is None:
-        out = []
+        out, finished = [], 0
         for item in items:
             out.append(fn(item))
+            finished += weight(item)
             if progress:
-                progress(len(out))
+                progress(finished)
         return out
     done = spark.sparkContext.accumulator(0)
 
     def task(item):
         result = fn(item)
-        done.add(1)
+        done.add(weight(item))
         return result
     report = (lambda: progress(done.value)) if progress else (lambda: None)
     rdd = spark.sparkContext.parallelize(items, numSlices=max(1, len(items)))

@@ -238,3 +238,58 @@ def test_no_documents_still_writes_empty_shards(spark, tmp_path):
     assert len(list((tmp_path / "store" / "docs").glob("part-*.parquet"))) == 3
     assert duckdb.execute(f"SELECT count(*) FROM read_parquet('{tmp_path}/store/docs/*.parquet')").fetchone()[0] == 0
     shutil.rmtree(raw)
+
+
+def _large_inputs(raw, n_docs: int = 6000):
+    """A plain and a gzip JSON Lines file of ~1 KB pages, each larger than a 1 MB chunk; the gzip file is
+    one member, so its chunks share where they open and are read in runs."""
+    import random
+    rng = random.Random(0)
+    words = [w for t in ENGLISH for w in t.lower().strip(".").split()]
+    lines = [json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(100, 250))),
+                         "url": f"https://site{i % 13}.example.com/{i}"}) + "\n" for i in range(n_docs)]
+    lines[5] = "{broken\n"
+    (raw / "big.jsonl").write_text("".join(lines[: n_docs // 2]) + lines[7])  # one duplicate across files
+    (raw / "big.jsonl.gz").write_bytes(gzip.compress("".join(lines[n_docs // 2:]).encode()))
+
+
+def test_large_files_are_read_in_chunks_and_resume_inside_a_file(spark, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    _large_inputs(raw)
+    no_language = {"language": {"enabled": False}}
+    whole = run_ingest(_config(tmp_path, raw, store="whole", **no_language), spark=spark)
+    cfg = _config(tmp_path, raw, store="chunked", chunk_mb=1, **no_language)
+    chunked = run_ingest(cfg, spark=spark)
+    assert whole.counts["chunks"] == 2 and chunked.counts["chunks"] >= 6
+    for key in ("input_rows", "docs", "duplicates", "quarantined"):
+        assert chunked.counts[key] == whole.counts[key]
+    assert chunked.counts["duplicates"] == 1 and chunked.counts["quarantined"] == 1
+    # The same shards, byte for byte, and the same quarantine rows, whatever the chunks.
+    for name in sorted(p.name for p in (tmp_path / "whole" / "docs").glob("part-*.parquet")):
+        assert (tmp_path / "whole" / "docs" / name).read_bytes() == (tmp_path / "chunked" / "docs" / name).read_bytes()
+    assert (pq.read_table(tmp_path / "whole" / "quarantine").to_pylist()
+            == pq.read_table(tmp_path / "chunked" / "quarantine").to_pylist())
+    plans = list((tmp_path / "chunked" / "_staging" / "ingest-plans").glob("*.json"))
+    assert len(plans) == 2
+    # Killed inside the gzip file: one of its middle chunks never finished. Only that chunk is read again.
+    markers = sorted(m for m in (tmp_path / "chunked" / "_staging" / "ingest").glob("*.json")
+                     if json.loads(m.read_text())["path"].endswith(".gz"))
+    assert len(markers) >= 3
+    markers[len(markers) // 2].unlink()
+    resumed = run_ingest(cfg, spark=spark)
+    assert resumed.counts["chunks_read"] == 1 and resumed.counts["files_processed"] == 1
+    assert resumed.counts["docs"] == whole.counts["docs"] and _docs(tmp_path / "chunked").equals(_docs(tmp_path / "whole"))
+
+
+def test_a_small_input_is_ingested_in_process_with_the_same_result(spark, tmp_path, mixed_inputs):
+    from pipeline.spark import LazySpark
+    raw, _ = mixed_inputs
+    in_spark = run_ingest(_config(tmp_path, raw, store="spark"), spark=spark)
+    cfg = _config(tmp_path, raw, store="local")
+    lazy = LazySpark(cfg.spark)
+    local = run_ingest(cfg, spark=lazy)
+    assert not lazy.started  # Spark never started for a few kilobytes
+    assert local.counts == {**in_spark.counts}
+    for name in sorted(p.name for p in (tmp_path / "spark" / "docs").glob("part-*.parquet")):
+        assert (tmp_path / "spark" / "docs" / name).read_bytes() == (tmp_path / "local" / "docs" / name).read_bytes()

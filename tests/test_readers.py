@@ -464,6 +464,27 @@ def test_warc_reader(tmp_path, gzip_members, name):
             assert record.rec_headers.get_header("WARC-Record-ID") == record_id
 
 
+BLOG_PAGE = ("<html><head><title>Gardens</title></head><body><nav><a href=/>Home</a> | <a href=/about>About</a> | "
+             "<a href=/contact>Contact</a></nav><header><h1>A Garden Blog</h1></header><div class=sidebar><ul>"
+             "<li><a href=/archive>Archive</a></li><li><a href=/tags>Tags</a></li></ul></div><article>"
+             "<h2>On gardens</h2><p>The garden was planted in spring, with roses along the wall and a row of beans."
+             "</p><p>By summer the beans had climbed the fence, and the roses were in full bloom.</p></article>"
+             "<footer>Copyright 2024 A Garden Blog. <a href=/privacy>Privacy Policy</a></footer></body></html>")
+
+
+def test_warc_pages_keep_their_main_content_by_default(tmp_path):
+    path = tmp_path / "blog.warc.gz"
+    write_archive(path, lambda w: [http_response(w, "http://e.com/garden", BLOG_PAGE.encode(), "text/html")])
+    (main,) = docs(read_all(path))
+    (everything,) = docs(read_all(path, html_text="all_text"))
+    paragraphs = ["The garden was planted in spring, with roses along the wall and a row of beans.",
+                  "By summer the beans had climbed the fence, and the roses were in full bloom."]
+    assert "\n\n".join(paragraphs) in main.text                 # paragraphs kept, apart
+    for boilerplate in ("Contact", "Archive", "Tags", "Privacy Policy", "Copyright"):
+        assert boilerplate not in main.text and boilerplate in everything.text
+    assert "\n\n".join(paragraphs) in everything.text
+
+
 def many_pages(writer):
     for i in range(40):
         body = f"<p>page {i} ".encode() + random.Random(i).randbytes(2000).hex().encode() + b"</p>"

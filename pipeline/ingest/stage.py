@@ -35,7 +35,7 @@ from pipeline.hashing import path_key, short_digest
 from pipeline.ingest.documents import IngestSettings, language_identifier, prepare_document, rejected_row
 from pipeline.ingest.shards import collapse, shard_boundaries, shard_range
 from pipeline.io import InputFile, RawDoc, Rejected, Skipped
-from pipeline.io.chunks import Chunk, chunks_from_plan, needs_plan, plan_chunks, plan_record, read_chunk
+from pipeline.io.chunks import Chunk, chunks_from_plan, needs_plan, plan_chunks, plan_record, read_chunk, read_run, runs
 from pipeline.spark import is_small_local, map_tasks
 from pipeline.stage import Report, StageResult, StageRun
 from pipeline.store import Store, utc_now
@@ -61,7 +61,12 @@ def ingest_file(f: InputFile, settings: IngestSettings, store_uri: str) -> dict:
     return ingest_chunk(Chunk(f), settings, store_uri)
 
 
-def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str) -> dict:
+def ingest_run(run: list[Chunk], settings: IngestSettings, store_uri: str) -> list[dict]:
+    """`ingest_chunk` for each chunk of a run (`pipeline.io.chunks.runs`), read in one pass."""
+    return [ingest_chunk(chunk, settings, store_uri, records) for chunk, records in read_run(run)]
+
+
+def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str, records=None) -> dict:
     """Read, normalise and language-tag one chunk; write its staged docs (sorted by doc_id) and
     quarantine rows. Runs inside a Spark task; memory is bounded by the chunk, not the file.
 
@@ -85,7 +90,7 @@ def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str) -> dict
         tables.append(pa.Table.from_pylist(batch, schema=schemas.STAGED_DOCS))
         batch.clear()
 
-    for item in read_chunk(chunk):
+    for item in read_chunk(chunk) if records is None else records:
         counts["input_rows"] += 1
         if isinstance(item, Skipped):  # not a document by design, and not bad data either
             counts["skipped_records"] += 1
@@ -347,15 +352,15 @@ def _needed(spark):
 
 def _read_pending(tasks, store: Store, pending: list[Chunk], settings: IngestSettings, n_chunks: int,
                   run_id: str, progress) -> None:
-    """Phase 1 for the chunks not finished yet: one task per chunk, the largest files first."""
-    ordered = sorted(pending, key=lambda c: (-c.file.size // c.count, c.file.path, c.index))
+    """Phase 1 for the chunks not finished yet: one task per run of chunks, the largest first."""
+    ordered = sorted(runs(pending), key=lambda run: (-sum(c.file.size // c.count for c in run), run[0].key))
     store_uri = store.uri
     already = n_chunks - len(pending)
-    map_tasks(tasks, ordered, lambda chunk: ingest_chunk(chunk, settings, store_uri), f"curate-ingest-{run_id}",
+    map_tasks(tasks, ordered, lambda run: ingest_run(run, settings, store_uri), f"curate-ingest-{run_id}",
               "ingest: read input files",
               lambda reason: f"ingest failed: {reason}. Finished chunks of the input files are kept; "
                              "re-run the same command to resume.",
-              (lambda done: progress("read", already + done, n_chunks)) if progress else None)
+              (lambda done: progress("read", already + done, n_chunks)) if progress else None, weight=len)
 
 
 def report(result: StageResult) -> Report:

@@ -26,6 +26,7 @@ from pipeline.io.jsonl import ZSTD_MAGIC, _head, _is_json_array, _Lines, _open_l
 
 READ_BYTES = 1 << 20
 CHECKPOINTS_PER_CHUNK = 8  # candidate cut points per chunk: cuts land within 1/8 of a chunk of their target
+RUN_CHUNKS = 8             # chunks read in one pass at most (see `runs`)
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,14 @@ class Chunk:
 
 
 def needs_plan(f: InputFile, chunk_bytes: int) -> bool:
-    """Whether `f` may be larger than one chunk (compressed files are assumed to expand 2x or more)."""
+    """Whether `f` may be larger than one chunk (compressed text expands 3-5x: a compressed file over a
+    quarter of a chunk is planned, at the cost of one decompression pass)."""
     if f.format == "parquet":
         return f.size > chunk_bytes
     if f.format == "jsonl":
         magic = file_magic(f.path) if os.path.isfile(f.path) else b""
         compressed = magic.startswith(GZIP_MAGIC) or magic == ZSTD_MAGIC
-        return f.size > (chunk_bytes // 2 if compressed else chunk_bytes)
+        return f.size > (chunk_bytes // 4 if compressed else chunk_bytes)
     return False
 
 
@@ -98,6 +100,48 @@ def read_chunk(chunk: Chunk) -> Iterator[Record]:
             yield from read_parquet(f, range(chunk.start, chunk.start + chunk.size), chunk.first)
     except Exception as e:  # the last resort that keeps "readers never raise" true, as in read_file
         yield Rejected(f.path, "read_error", f"{type(e).__name__}: {e}", source_format=f.format)
+
+
+def runs(chunks: list[Chunk]) -> list[list[Chunk]]:
+    """`chunks` (of any files) grouped into runs that one task reads in one pass: consecutive chunks
+    opened at the same place (a single gzip member or zstd frame), at most RUN_CHUNKS in a run.
+    Read apart, each would decompress everything before it again; a run of k costs one pass, and
+    runs of a file still go in parallel."""
+    out: list[list[Chunk]] = []
+    for c in sorted(chunks, key=lambda c: (c.file.path, c.index)):
+        last = out[-1][-1] if out else None
+        if (last is not None and last.file.path == c.file.path and last.index + 1 == c.index
+                and last.start == c.start and c.count > 1 and len(out[-1]) < RUN_CHUNKS):
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
+def read_run(run: list[Chunk]) -> Iterator[tuple[Chunk, Iterator[Record]]]:
+    """(chunk, its records) for each chunk of a run, read in one pass; each chunk's records must be
+    consumed before the next chunk's."""
+    from pipeline.io.jsonl import read_jsonl_lines
+
+    if len(run) == 1:
+        yield run[0], read_chunk(run[0])
+        return
+    head, last = run[0], run[-1]
+    lines = None if last.size is None else last.first + last.skip + last.size - (head.first + head.skip)
+    records = read_jsonl_lines(head.file, head.start, head.first, head.skip, lines)
+    held: list[Record] = []
+
+    def part(end: int | None) -> Iterator[Record]:  # the records up to line `end` (1-based) of the file
+        while True:
+            record = held.pop() if held else next(records, None)
+            if record is None:
+                return
+            if end is not None and record.source_offset is not None and record.source_offset > end:
+                held.append(record)
+                return
+            yield record
+    for chunk in run:
+        yield chunk, part(None if chunk.size is None else chunk.first + chunk.skip + chunk.size)
 
 
 # -- JSON Lines -----------------------------------------------------------------------------------
