@@ -54,14 +54,14 @@ def pages(nltk_dir: Path, passes: int = 4, seed: int = 0) -> list[dict]:
 
 
 def write_shards(rows: list[dict], out: Path, shards: int = 2, copies: int = 1) -> list[Path]:
-    """`rows` (`copies` times over, each copy's ids made distinct) as `shards` JSONL.gz files."""
+    """`rows` as `shards` JSONL.gz files (one gzip member each), each holding its rows `copies` times
+    over (each copy's texts and ids made distinct: new documents to the pipeline, not duplicates)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"part-{i:03d}.jsonl.gz" for i in range(shards * copies)]
-    for c in range(copies):
-        for i in range(shards):
-            with gzip.open(paths[c * shards + i], "wt", encoding="utf-8", compresslevel=6) as fh:
+    paths = [out / f"part-{i:03d}.jsonl.gz" for i in range(shards)]
+    for i, path in enumerate(paths):
+        with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as fh:
+            for c in range(copies):
                 for row in rows[i::shards]:
-                    # A copy is new text to the pipeline (its own doc_ids), not a duplicate.
                     row = row if c == 0 else {**row, "text": f"{row['text']}\n[{c}]", "id": f"{row['id']}:{c}"}
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return paths
