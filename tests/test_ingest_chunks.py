@@ -61,8 +61,9 @@ def _write(path, lines, layout: str, rng: random.Random):
 
 
 def _records(records) -> list[tuple]:
-    return [(type(r).__name__, r.source_offset, r.text if isinstance(r, RawDoc) else r.reason,
-             r.url if isinstance(r, RawDoc) else (r.detail, r.raw)) for r in records]
+    return [(type(r).__name__, r.source_offset, r.text, r.url) if isinstance(r, RawDoc) else
+            (type(r).__name__, r.source_offset, r.reason, (r.detail, r.raw)) if isinstance(r, Rejected) else
+            (type(r).__name__, r.source_offset, r.record_type) for r in records]
 
 
 def _one(path) -> object:
@@ -148,3 +149,42 @@ def test_runs_read_their_chunks_in_one_pass_with_the_same_records(tmp_path, layo
     for run in grouped:
         for chunk, records in read_run(run):
             assert _records(records) == _records(read_chunk(chunk))
+
+
+def _warc(path, n_pages: int, gzip_members: bool, wet: bool = False) -> None:
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+    rng = random.Random(7)
+    with open(path, "wb") as fh:
+        writer = WARCWriter(fh, gzip=gzip_members)
+        writer.write_record(writer.create_warcinfo_record(path.name, {"software": "test"}))
+        for i in range(n_pages):
+            url = f"http://e{i % 5}.com/{i}"
+            words = " ".join(rng.choice(["river", "wheat", "maps", "rates", "bridge"]) for _ in range(rng.randint(5, 400)))
+            if wet:
+                writer.write_record(writer.create_warc_record(url, "conversion", payload=io.BytesIO(words.encode()),
+                                                              warc_content_type="text/plain"))
+                continue
+            writer.write_record(writer.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.1\r\n\r\n"),
+                                                          warc_content_type="application/http; msgtype=request"))
+            headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+            body = f"<html><body><nav>Home</nav><p>{words}</p></body></html>".encode()
+            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+
+
+@pytest.mark.parametrize("name, gzip_members, wet", [("crawl.warc.gz", True, False), ("crawl.warc", False, False),
+                                                     ("crawl.warc.wet.gz", True, True)])
+@pytest.mark.parametrize("cut", [False, True])
+def test_warc_chunks_read_exactly_the_records_of_the_whole_file(tmp_path, name, gzip_members, wet, cut):
+    path = tmp_path / name
+    _warc(path, 300, gzip_members, wet)
+    if cut:
+        path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.8)])
+    f = _one(path)
+    chunks = plan_chunks(f, 40_000)
+    whole = _records(read_file(f))
+    assert len(chunks) >= 3 and len(whole) > 200
+    assert whole[-1][0] == ("Rejected" if cut else "RawDoc")
+    assert _records(r for c in chunks for r in read_chunk(c)) == whole

@@ -7,8 +7,9 @@ start without reading what comes before:
   on a line start before it, passing over the lines in between (a file of many members or frames,
   as bgzip and crawl tools write, costs nothing; a single member is decompressed from its start by
   every chunk, which is still ~20x cheaper than what is done with the lines);
-- Parquet: at row groups.
-JSON arrays, WARC/WET files and datasets folders are one chunk. The plan of a JSON Lines file costs one
+- Parquet: at row groups;
+- WARC/WET: at records (a gzip member each in a .warc.gz, as crawls write them).
+JSON arrays and datasets folders are one chunk. The plan of a JSON Lines file costs one
 pass over it (decompressing, counting lines, no parsing); offsets stay absolute (line numbers of the
 file), so a chunked file gives exactly the records the whole file would.
 """
@@ -33,8 +34,8 @@ RUN_CHUNKS = 8             # chunks read in one pass at most (see `runs`)
 class Chunk:
     """A part of one input file. JSON Lines: `size` lines after opening at byte `start` (a line start or
     a member/frame start) and passing over `skip` lines; `first` lines of the file come before `start`.
-    Parquet: `size` row groups from row group `start`, `first` rows before. `size` None: to the end
-    (JSON Lines only)."""
+    Parquet: `size` row groups from row group `start`, `first` rows before. WARC/WET: the records that
+    begin in the `size` bytes from `start`. `size` None: to the end of the file."""
     file: InputFile
     index: int = 0
     count: int = 1
@@ -55,7 +56,7 @@ class Chunk:
 def needs_plan(f: InputFile, chunk_bytes: int) -> bool:
     """Whether `f` may be larger than one chunk (compressed text expands 3-5x: a compressed file over a
     quarter of a chunk is planned, at the cost of one decompression pass)."""
-    if f.format == "parquet":
+    if f.format in ("parquet", "warc", "wet"):  # WARC: a page's text is a fraction of its record
         return f.size > chunk_bytes
     if f.format == "jsonl":
         magic = file_magic(f.path) if os.path.isfile(f.path) else b""
@@ -71,6 +72,8 @@ def plan_chunks(f: InputFile, chunk_bytes: int) -> list[Chunk]:
             cuts = _line_cuts(f.path, chunk_bytes)
         elif f.format == "parquet" and needs_plan(f, chunk_bytes):
             cuts = _row_group_cuts(f.path, chunk_bytes)
+        elif f.format in ("warc", "wet") and needs_plan(f, chunk_bytes):
+            cuts = _record_cuts(f.path, f.size, chunk_bytes)
         else:
             cuts = []
     except Exception:  # unreadable: one chunk, whose reader says what is wrong with the file
@@ -88,6 +91,7 @@ def read_chunk(chunk: Chunk) -> Iterator[Record]:
     """The records of one chunk; a one-chunk file is read whole (`read_file`)."""
     from pipeline.io.jsonl import read_jsonl_lines
     from pipeline.io.readers import read_file, read_parquet
+    from pipeline.io.warc import read_warc, read_wet
 
     f = chunk.file
     if chunk.count == 1:
@@ -96,6 +100,9 @@ def read_chunk(chunk: Chunk) -> Iterator[Record]:
     try:
         if f.format == "jsonl":
             yield from read_jsonl_lines(f, chunk.start, chunk.first, chunk.skip, chunk.size)
+        elif f.format in ("warc", "wet"):
+            reader = read_warc if f.format == "warc" else read_wet
+            yield from reader(f, chunk.start, None if chunk.size is None else chunk.start + chunk.size)
         else:
             yield from read_parquet(f, range(chunk.start, chunk.start + chunk.size), chunk.first)
     except Exception as e:  # the last resort that keeps "readers never raise" true, as in read_file
@@ -246,6 +253,18 @@ def _row_group_cuts(path: str, chunk_bytes: int) -> list[list[int | None]]:
             plan.append([start, sum(rows[:start]), 0, i + 1 - start])
             start = i + 1
     return plan if len(plan) > 1 else []
+
+
+# -- WARC / WET -----------------------------------------------------------------------------------
+def _record_cuts(path: str, size: int, chunk_bytes: int) -> list[list[int | None]]:
+    from pipeline.io.warc import record_offsets
+
+    offsets = record_offsets(path)[1:]
+    n = math.ceil(size / chunk_bytes)
+    if n <= 1 or not offsets:
+        return []
+    starts = sorted({0, *(min(offsets, key=lambda o: abs(o - i * size / n)) for i in range(1, n))})
+    return [[a, 0, 0, (b - a) if b is not None else None] for a, b in zip(starts, [*starts[1:], None])]
 
 
 def plan_record(f: InputFile, chunk_bytes: int, chunks: list[Chunk]) -> dict:

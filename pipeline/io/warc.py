@@ -20,15 +20,32 @@ HTML_TEXT = ("main_content", "all_text")  # the `html_text` option of an input
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)", re.IGNORECASE | re.MULTILINE)
 
 
-def read_warc(f: InputFile) -> Iterator[Record]:
-    """HTML and plain-text `response` records; the text is extracted from the HTML."""
+def read_warc(f: InputFile, start: int = 0, end: int | None = None) -> Iterator[Record]:
+    """HTML and plain-text `response` records; the text is extracted from the HTML. `start`, `end`:
+    only the records that begin in [start, end) (a chunk; `start` is where a record begins)."""
     extract = main_content_text if f.options.get("html_text", "main_content") == "main_content" else html_to_text
-    yield from _read_archive(f, lambda record, payload, offset: _warc_record(record, payload, offset, f, extract))
+    yield from _read_archive(f, lambda record, payload, offset: _warc_record(record, payload, offset, f, extract),
+                             start, end)
 
 
-def read_wet(f: InputFile) -> Iterator[Record]:
-    """`conversion` records of a WET file, whose payload already is the page's text."""
-    yield from _read_archive(f, lambda record, payload, offset: _wet_record(record, payload, offset, f))
+def read_wet(f: InputFile, start: int = 0, end: int | None = None) -> Iterator[Record]:
+    """`conversion` records of a WET file, whose payload already is the page's text; `start`, `end` as
+    for `read_warc`."""
+    yield from _read_archive(f, lambda record, payload, offset: _wet_record(record, payload, offset, f), start, end)
+
+
+def record_offsets(path: str) -> list[int]:
+    """Where every record of a WARC/WET file begins (a gzip member's offset, in a .warc.gz), as far as
+    the file can be read: one pass, decompressing but parsing no payload."""
+    from fastwarc.warc import ArchiveIterator
+    offsets = []
+    with open(path, "rb") as fh:
+        try:
+            for record in ArchiveIterator(fh, parse_http=False):
+                offsets.append(record.stream_pos)
+        except Exception:
+            pass  # damaged: the chunk that reaches the damage reports it
+    return offsets
 
 
 def main_content_text(html: str) -> str:
@@ -38,7 +55,7 @@ def main_content_text(html: str) -> str:
     return extract_plain_text(html, main_content=True, preserve_formatting=True, alt_texts=False)
 
 
-def _read_archive(f: InputFile, to_record) -> Iterator[Record]:
+def _read_archive(f: InputFile, to_record, start: int = 0, end: int | None = None) -> Iterator[Record]:
     """Walk a WARC/WET file with FastWARC and report truncation, which it does not.
 
     A record is handed on only once the next one was read, or, for the last, once the file is
@@ -51,8 +68,13 @@ def _read_archive(f: InputFile, to_record) -> Iterator[Record]:
     broken = "corrupt_compression" if compressed else "corrupt_file"
     held = None  # (record, payload, offset) read but not yet handed on
     with open(f.path, "rb") as fh:
+        fh.seek(start)
         try:
             for record in ArchiveIterator(fh, parse_http=True, auto_decode="all"):
+                if end is not None and record.stream_pos >= end:  # the next chunk's first record
+                    if held is not None:
+                        yield to_record(*held)
+                    return
                 payload = record.reader.read()
                 if held is not None:
                     yield to_record(*held)
@@ -67,6 +89,7 @@ def _read_archive(f: InputFile, to_record) -> Iterator[Record]:
     if held is None:
         return
     record, payload, offset = held
+    # The file ended: the last chunk's last record is checked for being whole (any chunk's, if cut short).
     state = _last_record_state(f.path, offset, compressed)
     if state == "cut":
         yield Rejected(f.path, broken, f"record at byte {offset} is cut short: file truncated?", offset, f.format,
