@@ -115,7 +115,14 @@ def map_tasks(spark, items: list, fn: Callable[[Any], Any], job_group: str, desc
     if spark is None:
         out, finished = [], 0
         for item in items:
-            out.append(fn(item))
+            try:
+                out.append(fn(item))
+            except UserError:
+                raise
+            except Exception as e:  # as a failed Spark task reads: one line, the traceback in the log
+                from pipeline.logs import log_exception
+                log_exception(e, f"task of {job_group} ({description}) failed")
+                raise UserError(failure_message(f"{type(e).__name__}: {e}")) from None
             finished += weight(item)
             if progress:
                 progress(finished)

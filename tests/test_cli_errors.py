@@ -36,7 +36,7 @@ def test_a_bad_path_is_one_line_before_spark_starts(tmp_path, args, message):
 def test_a_failing_spark_task_prints_its_message_and_logs_the_tracebacks(tmp_path):
     (tmp_path / "in.jsonl").write_text('{"text": "a document"}\n')
     (tmp_path / "lid.ftz").write_bytes(b"not a fastText model")
-    (tmp_path / "lid.yaml").write_text(f"ingest:\n  language:\n    model_path: {tmp_path / 'lid.ftz'}\n")
+    (tmp_path / "lid.yaml").write_text(f"ingest:\n  in_process_mb: 0\n  language:\n    model_path: {tmp_path / 'lid.ftz'}\n")
     out = curate(tmp_path, "ingest", "in.jsonl", "-c", "lid.yaml", "--store", "s")
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip() and JVM_STARTED not in line]
@@ -47,6 +47,20 @@ def test_a_failing_spark_task_prints_its_message_and_logs_the_tracebacks(tmp_pat
     assert details and details[0].startswith(str(tmp_path / "logs")), out.stderr
     log = open(details[0]).read()
     assert "Traceback (most recent call last)" in log and "PythonException" in log
+
+
+def test_a_failing_task_run_without_spark_reads_the_same(tmp_path):
+    # A small input is ingested in the CLI's own process: its failure is reported as a Spark task's is.
+    (tmp_path / "in.jsonl").write_text('{"text": "a document"}\n')
+    (tmp_path / "lid.ftz").write_bytes(b"not a fastText model")
+    (tmp_path / "lid.yaml").write_text(f"ingest:\n  language:\n    model_path: {tmp_path / 'lid.ftz'}\n")
+    out = curate(tmp_path, "ingest", "in.jsonl", "-c", "lid.yaml", "--store", "s")
+    assert out.returncode == 2 and JVM_STARTED not in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "ingest failed" in errors[0] and "re-run" in errors[0], out.stderr
+    assert "Traceback" not in out.stderr
+    details = [line.split("details:", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("details:")]
+    assert details and "Traceback (most recent call last)" in open(details[0]).read()
 
 
 def test_an_unexpected_error_prints_one_line_and_logs_its_traceback(tmp_path, monkeypatch, capsys):

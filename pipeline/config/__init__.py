@@ -60,6 +60,8 @@ class IngestConfig(Strict):
     num_shards: int = Field(4, ge=1, description="files in store/docs, of balanced size")
     chunk_mb: int = Field(64, ge=1, description="input files with more data than this are read in chunks of about "
                                                 "this size, in parallel; a killed run resumes at the chunk")
+    in_process_mb: int = Field(16, ge=0, description="inputs up to this size are ingested without starting Spark "
+                                                     "(embedded local master only; 0: always Spark)")
     min_chars: int = Field(0, ge=0, description="shorter documents are quarantined as too_short")
     max_chars: int | None = Field(None, ge=1, description="longer documents are quarantined as too_long")
     language: LanguageConfig = Field(default_factory=LanguageConfig)

@@ -48,9 +48,8 @@ STAGED_ROW_GROUP = 1_000   # rows per row group of a staged file: what a shard's
 # Up to this many staged rows the shard boundaries are exact, from doc_ids read by the driver; above,
 # they fall between doc_ids' first 5 hex digits (1M buckets), summed by Spark.
 EXACT_BOUNDARY_ROWS = 20_000_000
-# Inputs up to this size, and stores up to this many staged rows, are ingested in this process when
-# Spark is not started yet (the CLI's embedded default): Spark's start-up would cost more than the work.
-IN_PROCESS_BYTES = 16 << 20
+# Stores up to this many staged rows are deduplicated in this process when the input was small enough to
+# be read in it (ingest.in_process_mb): Spark's start-up would cost more than the work.
 IN_PROCESS_ROWS = 20_000
 WHOLE_FILE_PLAN = short_digest([0, 0, 0, None])  # the plan digest of a file read as one chunk
 
@@ -284,7 +283,7 @@ def run_ingest(config: Config, spark=None, overwrite: bool = False,
     store = run.store
     with run:
         # A small input is read in this process: starting Spark would take longer than the work.
-        small = is_small_local(spark, sum(f.size for f in files), IN_PROCESS_BYTES)
+        small = cfg.in_process_mb > 0 and is_small_local(spark, sum(f.size for f in files), cfg.in_process_mb << 20)
         tasks = (lambda: None) if small else (lambda: _needed(spark))  # what map_tasks runs on
         with run.phase("read"):
             _upgrade_legacy(store)
