@@ -47,7 +47,7 @@ BATCH_DOCS = 2_000         # documents per language-ID call
 STAGED_ROW_GROUP = 1_000   # rows per row group of a staged file: what a shard's range read skips by
 # Up to this many staged rows the shard boundaries are exact, from doc_ids read by the driver; above,
 # they fall between doc_ids' first 5 hex digits (1M buckets), summed by Spark.
-EXACT_BOUNDARY_ROWS = 20_000_000
+EXACT_BOUNDARY_ROWS = 5_000_000
 # Stores up to this many staged rows are deduplicated in this process when the input was small enough to
 # be read in it (ingest.in_process_mb): Spark's start-up would cost more than the work.
 IN_PROCESS_ROWS = 20_000
@@ -67,7 +67,7 @@ def ingest_run(run: list[Chunk], settings: IngestSettings, store_uri: str) -> li
 
 def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str, records=None) -> dict:
     """Read, normalise and language-tag one chunk; write its staged docs (sorted by doc_id) and
-    quarantine rows. Runs inside a Spark task; memory is bounded by the chunk, not the file.
+    quarantine rows. Runs inside a Spark task (or this process); memory is bounded by the chunk, not the file.
 
     The marker JSON is written last, so a killed task leaves no marker and the chunk is simply
     processed again (its outputs are overwritten, never appended)."""
@@ -154,20 +154,20 @@ def _chunks_of(tasks: Callable, store: Store, files: list[InputFile], chunk_byte
             store.write_json(sidecars.INGEST_PLAN, plan_record(f, chunk_bytes, file_chunks),
                              "_staging", PLANS, f"{path_key(f.path)}.json")
             chunks[f.path] = file_chunks
-    for f in files:  # a file re-planned into fewer chunks: its chunks past the new count go
-        count = len(chunks[f.path])
-        for name in store.list_files("_staging", STAGE):
-            stem = name.split(".", 1)[0]
-            if stem.startswith(f"{path_key(f.path)}-c") and int(stem.rsplit("-c", 1)[1]) >= count:
-                store.delete("_staging", STAGE, name)
-                store.delete("quarantine", f"part-{stem}.parquet")
+    counts = {path_key(f.path): len(chunks[f.path]) for f in files}
+    for name in store.list_files("_staging", STAGE):  # a file re-planned into fewer chunks: the rest go
+        stem = name.split(".", 1)[0]
+        if "-c" in stem and int(stem.rsplit("-c", 1)[1]) >= counts.get(_file_key(name), 1 << 62):
+            store.delete("_staging", STAGE, name)
+            store.delete("quarantine", f"part-{stem}.parquet")
     return [c for f in files for c in chunks[f.path]]
 
 
 # -- phase 2: collapse duplicates and write balanced shards, one task per shard ------------------
-def _boundaries(tasks, store: Store, staged_keys: list[str], num_shards: int, staged_rows: int) -> list[str]:
-    if staged_rows > EXACT_BOUNDARY_ROWS and tasks is not None:
-        spark = tasks
+def _boundaries(spark, store: Store, staged_keys: list[str], num_shards: int, staged_rows: int) -> list[str]:
+    """Shard boundaries (`shard_boundaries`): exact from the doc_ids read here, or by prefix buckets
+    summed by Spark (`spark`, None: in this process) above EXACT_BOUNDARY_ROWS."""
+    if staged_rows > EXACT_BOUNDARY_ROWS and spark is not None:
         from pyspark.sql import functions as F
         ids = (spark.read.parquet(*[store.spark_path("_staging", STAGE, f"{k}.parquet") for k in staged_keys])
                .select("doc_id", "n_bytes").dropDuplicates(["doc_id"]))
@@ -177,8 +177,12 @@ def _boundaries(tasks, store: Store, staged_keys: list[str], num_shards: int, st
     if not staged_keys:
         return shard_boundaries(np.array([], dtype="S32"), np.array([], dtype=np.int64), num_shards)
     table = _staged_dataset(store, staged_keys).to_table(columns=["doc_id", "n_bytes"])
-    ids = pc.cast(table.column("doc_id").combine_chunks(), pa.binary())
-    ids = np.array(ids.to_pylist(), dtype="S32")
+    ids = table.column("doc_id").combine_chunks()
+    if len(ids) and pc.min_max(pc.binary_length(ids)).as_py() == {"min": 32, "max": 32}:
+        start = int(np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset])
+        ids = np.frombuffer(ids.buffers()[2], dtype="S32", count=len(ids), offset=start)  # no Python strings
+    else:
+        ids = np.array(ids.to_pylist(), dtype="S32")
     return shard_boundaries(ids, table.column("n_bytes").to_numpy(), num_shards)
 
 
