@@ -307,3 +307,17 @@ def test_shard_boundaries_by_doc_id_prefix_give_the_same_shards_on_a_small_store
     assert bucketed.counts == exact.counts
     for name in sorted(p.name for p in (tmp_path / "exact" / "docs").glob("part-*.parquet")):
         assert (tmp_path / "exact" / "docs" / name).read_bytes() == (tmp_path / "bucketed" / "docs" / name).read_bytes()
+
+
+def test_a_shard_written_in_parts_holds_the_same_documents(spark, tmp_path, mixed_inputs, monkeypatch):
+    # A shard's task collapses about PART_BYTES of text at a time: with tiny parts, every shard still
+    # holds exactly its documents, in doc_id order.
+    from pipeline.ingest import stage
+    raw, _ = mixed_inputs
+    run_ingest(_config(tmp_path, raw, store="whole"), spark=spark)
+    monkeypatch.setattr(stage, "PART_BYTES", 2_000)
+    run_ingest(_config(tmp_path, raw, store="parts"), spark=spark)
+    for name in sorted(p.name for p in (tmp_path / "whole" / "docs").glob("part-*.parquet")):
+        whole, parts = (pq.ParquetFile(tmp_path / s / "docs" / name) for s in ("whole", "parts"))
+        assert parts.num_row_groups > 3 * whole.num_row_groups
+        assert parts.read().equals(whole.read())

@@ -17,6 +17,7 @@ metadata, warcinfo: records that never hold a page, counted apart from bad data)
 """
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from pathlib import Path
@@ -48,6 +49,7 @@ STAGED_ROW_GROUP = 1_000   # rows per row group of a staged file: what a shard's
 # Up to this many staged rows the shard boundaries are exact, from doc_ids read by the driver; above,
 # they fall between doc_ids' first 5 hex digits (1M buckets), summed by Spark.
 EXACT_BOUNDARY_ROWS = 5_000_000
+PART_BYTES = 64 << 20  # text a shard's task collapses at a time
 # Stores up to this many staged rows are deduplicated in this process when the input was small enough to
 # be read in it (ingest.in_process_mb): Spark's start-up would cost more than the work.
 IN_PROCESS_ROWS = 20_000
@@ -164,18 +166,18 @@ def _chunks_of(tasks: Callable, store: Store, files: list[InputFile], chunk_byte
 
 
 # -- phase 2: collapse duplicates and write balanced shards, one task per shard ------------------
-def _boundaries(spark, store: Store, staged_keys: list[str], num_shards: int, staged_rows: int) -> list[str]:
-    """Shard boundaries (`shard_boundaries`): exact from the doc_ids read here, or by prefix buckets
-    summed by Spark (`spark`, None: in this process) above EXACT_BOUNDARY_ROWS."""
+def _document_bytes(spark, store: Store, staged_keys: list[str], staged_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(doc_ids, their n_bytes) of the staged rows, duplicates included, for `shard_boundaries`: read here,
+    or, above EXACT_BOUNDARY_ROWS, the distinct documents' bytes summed by Spark per 5-hex-digit prefix
+    (`spark`; None: in this process)."""
     if staged_rows > EXACT_BOUNDARY_ROWS and spark is not None:
         from pyspark.sql import functions as F
         ids = (spark.read.parquet(*[store.spark_path("_staging", STAGE, f"{k}.parquet") for k in staged_keys])
                .select("doc_id", "n_bytes").dropDuplicates(["doc_id"]))
         buckets = ids.groupBy(F.substring("doc_id", 1, 5).alias("b")).agg(F.sum("n_bytes").alias("n")).collect()
-        return shard_boundaries(np.array([r["b"] for r in buckets], dtype="S5"),
-                                np.array([r["n"] for r in buckets], dtype=np.int64), num_shards)
+        return (np.array([r["b"] for r in buckets], dtype="S5"), np.array([r["n"] for r in buckets], dtype=np.int64))
     if not staged_keys:
-        return shard_boundaries(np.array([], dtype="S32"), np.array([], dtype=np.int64), num_shards)
+        return np.array([], dtype="S32"), np.array([], dtype=np.int64)
     table = _staged_dataset(store, staged_keys).to_table(columns=["doc_id", "n_bytes"])
     ids = table.column("doc_id").combine_chunks()
     if len(ids) and pc.min_max(pc.binary_length(ids)).as_py() == {"min": 32, "max": 32}:
@@ -183,7 +185,7 @@ def _boundaries(spark, store: Store, staged_keys: list[str], num_shards: int, st
         ids = np.frombuffer(ids.buffers()[2], dtype="S32", count=len(ids), offset=start)  # no Python strings
     else:
         ids = np.array(ids.to_pylist(), dtype="S32")
-    return shard_boundaries(ids, table.column("n_bytes").to_numpy(), num_shards)
+    return ids, table.column("n_bytes").to_numpy()
 
 
 def _staged_dataset(store: Store, staged_keys: list[str]) -> ds.Dataset:
@@ -191,20 +193,31 @@ def _staged_dataset(store: Store, staged_keys: list[str]) -> ds.Dataset:
                       filesystem=store.fs, schema=schemas.STAGED_DOCS)
 
 
-def _write_shard(store_uri: str, staged_keys: list[str], boundaries: list[str], out_rel: str):
-    """The task of one shard: its doc_id range from every staged file, collapsed, sorted, written."""
+def _write_shard(store_uri: str, staged_keys: list[str], boundaries: list[str], parts: int, out_rel: str):
+    """The task of one shard: `parts` consecutive doc_id ranges (`boundaries` split the store into
+    num_shards x parts of them), each read from every staged file, collapsed and appended to the
+    shard's file in doc_id order. Memory follows a part, not the shard."""
     def write(shard: int) -> dict:
         store = Store(store_uri)
-        low, high = shard_range(boundaries, shard)
-        where = None
-        if low is not None:
-            where = ds.field("doc_id") >= low
-        if high is not None:
-            where = ds.field("doc_id") < high if where is None else where & (ds.field("doc_id") < high)
-        staged = _staged_dataset(store, staged_keys).to_table(filter=where) if staged_keys else \
-            schemas.STAGED_DOCS.empty_table()
-        docs = store.write_table(collapse(staged), schemas.DOCS, out_rel, f"part-{shard:05d}.parquet")
-        return {"shard": shard, "n_docs": docs.num_rows, "n_bytes": int(pc.sum(docs.column("n_bytes")).as_py() or 0)}
+        written = {"shard": shard, "n_docs": 0, "n_bytes": 0}
+
+        def fill(path: str) -> None:
+            with pq.ParquetWriter(path, schemas.DOCS, filesystem=store.fs, compression="zstd") as writer:
+                for part in range(shard * parts, (shard + 1) * parts):
+                    low, high = shard_range(boundaries, part)
+                    where = None
+                    if low is not None:
+                        where = ds.field("doc_id") >= low
+                    if high is not None:
+                        where = ds.field("doc_id") < high if where is None else where & (ds.field("doc_id") < high)
+                    staged = _staged_dataset(store, staged_keys).to_table(filter=where) if staged_keys else \
+                        schemas.STAGED_DOCS.empty_table()
+                    docs = collapse(staged)
+                    writer.write_table(docs)
+                    written["n_docs"] += docs.num_rows
+                    written["n_bytes"] += int(pc.sum(docs.column("n_bytes")).as_py() or 0)
+        store.atomic_write((*out_rel.split("/"), f"part-{shard:05d}.parquet"), fill)
+        return written
     return write
 
 
@@ -214,9 +227,13 @@ def collapse_and_shard(tasks, store: Store, staged_keys: list[str], num_shards: 
     (`pipeline.ingest.shards`), exactly `num_shards` files even when there are fewer documents.
     `tasks`: a Spark session, or None to run the shards' tasks in this process."""
     out_rel = f"_staging/docs-{uuid.uuid4().hex[:8]}"
-    boundaries = _boundaries(tasks, store, staged_keys, num_shards, staged_rows)
-    written = map_tasks(tasks, list(range(num_shards)), _write_shard(store.uri, staged_keys, boundaries, out_rel),
-                        f"curate-ingest-shards-{run_id}", "ingest: deduplicate and write shards",
+    ids, sizes = _document_bytes(tasks, store, staged_keys, staged_rows)
+    # Each shard is written in parts of about PART_BYTES; splitting every shard into `parts` equal ranges
+    # keeps the shards themselves exactly those of num_shards (floor(floor(x * parts) / parts) = floor(x)).
+    parts = max(1, math.ceil(int(sizes.sum()) / num_shards / PART_BYTES))
+    boundaries = shard_boundaries(ids, sizes, num_shards * parts)
+    write = _write_shard(store.uri, staged_keys, boundaries, parts, out_rel)
+    written = map_tasks(tasks, list(range(num_shards)), write, f"curate-ingest-shards-{run_id}", "ingest: deduplicate and write shards",
                         lambda reason: f"ingest failed while writing shards: {reason}. The read input files "
                                        "are kept; re-run the same command to resume.")
     store.replace_dir(tuple(out_rel.split("/")), ("docs",))
