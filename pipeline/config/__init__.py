@@ -58,7 +58,7 @@ class IngestConfig(Strict):
     inputs: list[InputSpec] = Field(default_factory=list, description="files, folders (read recursively) or globs",
                                     json_schema_extra={"example": [{"path": "data/raw"}]})
     num_shards: int = Field(4, ge=1, description="files in store/docs, of balanced size")
-    chunk_mb: int = Field(64, ge=1, description="input files with more data than this are read in chunks of about "
+    chunk_mb: int = Field(32, ge=1, description="input files with more data than this are read in chunks of about "
                                                 "this size, in parallel; a killed run resumes at the chunk")
     in_process_mb: int = Field(16, ge=0, description="inputs up to this size are ingested without starting Spark "
                                                      "(embedded local master only; 0: always Spark)")

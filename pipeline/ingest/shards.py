@@ -62,22 +62,22 @@ def collapse(staged: pa.Table) -> pa.Table:
     n = staged.num_rows
     if n == 0:
         return schemas.DOCS.empty_table()
-    rows = staged.sort_by(OCCURRENCE_ORDER).combine_chunks()
-    ids = rows.column("doc_id")
+    # Indices, not a sorted copy: the text is copied once, into the output.
+    order = pc.sort_indices(staged, sort_keys=OCCURRENCE_ORDER)
+    ids = staged.column("doc_id").take(order).combine_chunks()
     new_doc = np.ones(n, dtype=bool)
     if n > 1:
         new_doc[1:] = pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(new_doc)
     counts = np.diff(np.append(starts, n))
     rank = np.arange(n) - np.repeat(starts, counts)  # 0 for a document's first occurrence
+    listed = order.filter(pa.array(rank < schemas.MAX_SOURCES))
     sources = pa.StructArray.from_arrays(
-        [rows.column(name).combine_chunks() for name in ("source_file", "source_offset", "url")],
+        [staged.column(name).take(listed).combine_chunks() for name in ("source_file", "source_offset", "url")],
         fields=list(schemas.SOURCE))
-    listed = np.minimum(counts, schemas.MAX_SOURCES)
-    offsets = np.concatenate([[0], np.cumsum(listed)]).astype(np.int32)
-    listed_sources = sources.filter(pa.array(rank < schemas.MAX_SOURCES))
-    duplicate_sources = pa.ListArray.from_arrays(pa.array(offsets), listed_sources, type=pa.list_(schemas.SOURCE))
-    docs = (rows.filter(pa.array(new_doc)).select(schemas.STAGED_DOCS.names)
+    offsets = np.concatenate([[0], np.cumsum(np.minimum(counts, schemas.MAX_SOURCES))]).astype(np.int32)
+    duplicate_sources = pa.ListArray.from_arrays(pa.array(offsets), sources, type=pa.list_(schemas.SOURCE))
+    docs = (staged.select(schemas.STAGED_DOCS.names).take(order.take(pa.array(starts)))
             .append_column("duplicate_count", pa.array(counts, pa.int64()))
             .append_column("duplicate_sources", duplicate_sources))
     return schemas.validate(docs, schemas.DOCS)

@@ -49,7 +49,7 @@ STAGED_ROW_GROUP = 1_000   # rows per row group of a staged file: what a shard's
 # Up to this many staged rows the shard boundaries are exact, from doc_ids read by the driver; above,
 # they fall between doc_ids' first 5 hex digits (1M buckets), summed by Spark.
 EXACT_BOUNDARY_ROWS = 5_000_000
-PART_BYTES = 64 << 20  # text a shard's task collapses at a time
+PART_BYTES = 32 << 20  # text a shard's task collapses at a time
 # Stores up to this many staged rows are deduplicated in this process when the input was small enough to
 # be read in it (ingest.in_process_mb): Spark's start-up would cost more than the work.
 IN_PROCESS_ROWS = 20_000
@@ -104,11 +104,15 @@ def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str, records
             if len(batch) >= BATCH_DOCS:
                 flush()
     flush()
-    staged = (pa.concat_tables(tables) if tables else schemas.STAGED_DOCS.empty_table()).sort_by("doc_id")
-    staged = schemas.validate(staged, schemas.STAGED_DOCS)
-    store.atomic_write(("_staging", STAGE, f"{key}.parquet"),
-                       lambda p: pq.write_table(staged, p, filesystem=store.fs, compression="zstd",
-                                                row_group_size=STAGED_ROW_GROUP))
+    staged = schemas.validate(pa.concat_tables(tables) if tables else schemas.STAGED_DOCS.empty_table(),
+                              schemas.STAGED_DOCS)
+    order = pc.sort_indices(staged.column("doc_id"))
+
+    def write_sorted(path: str) -> None:  # a row group at a time: never a second copy of the chunk
+        with pq.ParquetWriter(path, schemas.STAGED_DOCS, filesystem=store.fs, compression="zstd") as writer:
+            for at in range(0, max(1, staged.num_rows), STAGED_ROW_GROUP):
+                writer.write_table(staged.take(order[at:at + STAGED_ROW_GROUP]))
+    store.atomic_write(("_staging", STAGE, f"{key}.parquet"), write_sorted)
     store.write_table(pa.Table.from_pylist(rejected, schema=schemas.QUARANTINE), schemas.QUARANTINE,
                       "quarantine", f"part-{key}.parquet")
     reasons: dict[str, int] = {}
@@ -210,7 +214,7 @@ def _write_shard(store_uri: str, staged_keys: list[str], boundaries: list[str], 
                         where = ds.field("doc_id") >= low
                     if high is not None:
                         where = ds.field("doc_id") < high if where is None else where & (ds.field("doc_id") < high)
-                    staged = _staged_dataset(store, staged_keys).to_table(filter=where) if staged_keys else \
+                    staged = _staged_dataset(store, staged_keys).to_table(filter=where, use_threads=False) if staged_keys else \
                         schemas.STAGED_DOCS.empty_table()
                     docs = collapse(staged)
                     writer.write_table(docs)
