@@ -98,7 +98,8 @@ def measured(cmd: list[str], env: dict | None = None) -> dict:
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"wall_s": time.time() - started, "stdout": out, "peak_tree": peaks["tree"], "peak_process": peaks["process"]}
+    return {"wall_s": time.time() - started, "stdout": out, "peak_tree": peaks["tree"],
+            "peak_process": peaks["process"]}
 
 
 def run_baseline(folder: Path, work: Path, processes: int) -> dict:
@@ -133,7 +134,8 @@ def html_pages(limit: int) -> list[tuple[str, bytes]]:
     for pattern in HTML_DOCS:
         for path in sorted(glob.glob(pattern, recursive=True)):
             if os.path.isfile(path) and os.path.getsize(path) > 4000:
-                found.append((f"https://docs.example.org/{len(found)}/{os.path.basename(path)}", Path(path).read_bytes()))
+                url = f"https://docs.example.org/{len(found)}/{os.path.basename(path)}"
+                found.append((url, Path(path).read_bytes()))
             if len(found) >= limit:
                 return found
     if found:
@@ -234,7 +236,8 @@ def show(results: dict, args) -> None:
         for name, sec in w["seconds"].items():
             chars = sum(len(t) for t in w["texts"][name])
             print(f"  {name:<48}{sec:>7.2f}s {w['pages'] / sec:>8,.0f} pages/s  x{first / sec:.2f}  {chars:>12,} chars")
-        every, main = w["texts"]["FastWARC + stdlib HTML parser (all text)"], w["texts"]["FastWARC + Resiliparse main content (default)"]
+        every = w["texts"]["FastWARC + stdlib HTML parser (all text)"]
+        main = w["texts"]["FastWARC + Resiliparse main content (default)"]
         for i in range(min(2, len(main))):
             print(f"  spot check, page {i}: all text {len(every[i]):,} chars, main content {len(main[i]):,} chars; "
                   f"main content begins: {main[i][:160]!r}")
@@ -263,7 +266,8 @@ def main() -> int:
     write_shards(rows, one)
     results: dict = {"baseline": [], "curate": []}
     for r in range(args.rounds):
-        order = [("baseline", lambda: run_baseline(one, work, args.processes)), ("curate", lambda: run_curate(one, work))]
+        order = [("baseline", lambda: run_baseline(one, work, args.processes)),
+                 ("curate", lambda: run_curate(one, work))]
         for name, fn in order if r % 2 == 0 else order[::-1]:
             results[name].append(fn())
             print(f"round {r + 1} {name}: steady {results[name][-1]['steady_s']:.1f}s, "

@@ -31,7 +31,8 @@ def _lines(rng: random.Random, n: int) -> list[bytes]:
         elif kind < 0.07:
             out.append(b"\xef\xbb\xbf" + json.dumps({"text": f"bom {i}"}).encode() + b"\n")
         else:
-            words = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "épsilon"]) for _ in range(rng.randint(1, 60)))
+            vocabulary = ["alpha", "beta", "gamma", "delta", "épsilon"]
+            words = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 60)))
             out.append(json.dumps({"text": f"{i} {words}", "url": f"https://h{i % 7}.example.com/{i}"},
                                   ensure_ascii=False).encode() + b"\n")
     return out
@@ -162,7 +163,8 @@ def _warc(path, n_pages: int, gzip_members: bool, wet: bool = False) -> None:
         writer.write_record(writer.create_warcinfo_record(path.name, {"software": "test"}))
         for i in range(n_pages):
             url = f"http://e{i % 5}.com/{i}"
-            words = " ".join(rng.choice(["river", "wheat", "maps", "rates", "bridge"]) for _ in range(rng.randint(5, 400)))
+            vocabulary = ["river", "wheat", "maps", "rates", "bridge"]
+            words = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(5, 400)))
             if wet:
                 writer.write_record(writer.create_warc_record(url, "conversion", payload=io.BytesIO(words.encode()),
                                                               warc_content_type="text/plain"))
@@ -171,7 +173,8 @@ def _warc(path, n_pages: int, gzip_members: bool, wet: bool = False) -> None:
                                                           warc_content_type="application/http; msgtype=request"))
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
             body = f"<html><body><nav>Home</nav><p>{words}</p></body></html>".encode()
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
+                                                          http_headers=headers))
 
 
 @pytest.mark.parametrize("name, gzip_members, wet", [("crawl.warc.gz", True, False), ("crawl.warc", False, False),

@@ -16,7 +16,8 @@ def _staged(rng: random.Random, n_docs: int, max_copies: int) -> list[dict]:
         doc_id = f"{rng.getrandbits(128):032x}"
         text = "t" * rng.randint(1, 300)
         for _ in range(rng.choice([1, 1, 1, 2, max_copies])):
-            rows.append({"doc_id": doc_id, "text": text, "url": rng.choice([None, f"https://e.com/{rng.randint(0, 9)}"]),
+            url = rng.choice([None, f"https://e.com/{rng.randint(0, 9)}"])
+            rows.append({"doc_id": doc_id, "text": text, "url": url,
                          "host": None, "domain": None, "source_id": rng.choice([None, "x"]),
                          "source_file": f"/in/{rng.randint(0, 3)}.jsonl", "source_offset": rng.randint(1, 50),
                          "source_format": "jsonl", "n_bytes": len(text), "n_chars": len(text), "language": "en",

@@ -67,8 +67,8 @@ def ingest(
     """Read raw corpora (JSONL[.gz|.zst], Parquet, WARC/WET, datasets folders) into store/docs.
 
     Normalises text, hashes it into doc_id, tags language with fastText, collapses exact duplicates and
-    writes balanced Parquet shards; bad rows go to store/quarantine with a reason. Re-running resumes:
-    finished input files are skipped."""
+    writes balanced Parquet shards; bad rows go to store/quarantine with a reason. Large files are read in
+    chunks, in parallel. Re-running resumes: finished files, and finished chunks of large ones, are skipped."""
     from pipeline.ingest.stage import run_ingest, with_inputs
     from pipeline.spark import LazySpark
     cfg = with_inputs(_config(config, {"store": store, "spark.master": master, "ingest.num_shards": shards,

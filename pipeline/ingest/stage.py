@@ -214,8 +214,9 @@ def _write_shard(store_uri: str, staged_keys: list[str], boundaries: list[str], 
                         where = ds.field("doc_id") >= low
                     if high is not None:
                         where = ds.field("doc_id") < high if where is None else where & (ds.field("doc_id") < high)
-                    staged = _staged_dataset(store, staged_keys).to_table(filter=where, use_threads=False) if staged_keys else \
-                        schemas.STAGED_DOCS.empty_table()
+                    # One thread: the shards' tasks are the parallelism, and threads' buffers add up.
+                    staged = (_staged_dataset(store, staged_keys).to_table(filter=where, use_threads=False)
+                              if staged_keys else schemas.STAGED_DOCS.empty_table())
                     docs = collapse(staged)
                     writer.write_table(docs)
                     written["n_docs"] += docs.num_rows
@@ -237,7 +238,8 @@ def collapse_and_shard(tasks, store: Store, staged_keys: list[str], num_shards: 
     parts = max(1, math.ceil(int(sizes.sum()) / num_shards / PART_BYTES))
     boundaries = shard_boundaries(ids, sizes, num_shards * parts)
     write = _write_shard(store.uri, staged_keys, boundaries, parts, out_rel)
-    written = map_tasks(tasks, list(range(num_shards)), write, f"curate-ingest-shards-{run_id}", "ingest: deduplicate and write shards",
+    written = map_tasks(tasks, list(range(num_shards)), write, f"curate-ingest-shards-{run_id}",
+                        "ingest: deduplicate and write shards",
                         lambda reason: f"ingest failed while writing shards: {reason}. The read input files "
                                        "are kept; re-run the same command to resume.")
     store.replace_dir(tuple(out_rel.split("/")), ("docs",))
