@@ -5,8 +5,8 @@ start without reading what comes before:
 - JSON Lines, plain: at line starts (byte offsets);
 - JSON Lines, gzip or zstd: at a line start, opened at the last gzip member or zstd frame that begins
   on a line start before it, passing over the lines in between (a file of many members or frames,
-  as bgzip and crawl tools write, costs nothing; a single member is decompressed from its start by
-  every chunk, which is still ~20x cheaper than what is done with the lines);
+  as bgzip and crawl tools write, costs nothing; the chunks of a single member are read in runs,
+  `runs`, so that each run decompresses the member once);
 - Parquet: at row groups;
 - WARC/WET: at records (a gzip member each in a .warc.gz, as crawls write them).
 JSON arrays and datasets folders are one chunk. The plan of a JSON Lines file costs one

@@ -16,7 +16,6 @@ from pipeline.io.html import decode_payload, html_to_text
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = HTML_TYPES + ("text/plain",)
-HTML_TEXT = ("main_content", "all_text")  # the `html_text` option of an input
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d+)", re.IGNORECASE | re.MULTILINE)
 
 
