@@ -53,7 +53,6 @@ PART_BYTES = 32 << 20  # text a shard's task collapses at a time
 # Stores up to this many staged rows are deduplicated in this process when the input was small enough to
 # be read in it (ingest.in_process_mb): Spark's start-up would cost more than the work.
 IN_PROCESS_ROWS = 20_000
-WHOLE_FILE_PLAN = short_digest([0, 0, 0, None])  # the plan digest of a file read as one chunk
 
 
 # -- phase 1: one chunk of an input file -> staged documents + quarantine rows --------------------
@@ -120,7 +119,7 @@ def ingest_chunk(chunk: Chunk, settings: IngestSettings, store_uri: str, records
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
     marker = {"path": f.path, "format": f.format, "fingerprint": f.fingerprint, "options": f.options,
               "settings_key": settings.key, "chunk": chunk.index, "chunks": chunk.count,
-              "plan": short_digest(chunk.as_list()), "input_rows": counts["input_rows"],
+              "plan": chunk.plan_key, "input_rows": counts["input_rows"],
               "staged_rows": staged.num_rows, "quarantined": len(rejected), "reasons": reasons,
               "skipped_records": counts["skipped_records"], "seconds": round(time.time() - started, 3)}
     return store.write_json(sidecars.INGEST_MARKER, marker, "_staging", STAGE, f"{key}.json")
@@ -133,7 +132,7 @@ def _is_finished(store: Store, chunk: Chunk, settings: IngestSettings) -> dict |
     marker = store.read_json("_staging", STAGE, f"{key}.json")
     same = (marker.get("fingerprint") == f.fingerprint and marker.get("settings_key") == settings.key
             and marker.get("options") == f.options and marker.get("format") == f.format
-            and marker.get("chunks") == chunk.count and marker.get("plan") == short_digest(chunk.as_list()))
+            and marker.get("chunks") == chunk.count and marker.get("plan") == chunk.plan_key)
     return marker if same else None
 
 
@@ -144,14 +143,15 @@ def _chunks_of(tasks: Callable, store: Store, files: list[InputFile], chunk_byte
     chunks: dict[str, list[Chunk]] = {}
     to_plan = []
     for f in files:
-        plan = (store.read_json("_staging", PLANS, f"{path_key(f.path)}.json")
-                if needs_plan(f, chunk_bytes) and store.exists("_staging", PLANS, f"{path_key(f.path)}.json") else None)
+        if not needs_plan(f, chunk_bytes):
+            chunks[f.path] = [Chunk(f)]
+            continue
+        name = f"{path_key(f.path)}.json"
+        plan = store.read_json("_staging", PLANS, name) if store.exists("_staging", PLANS, name) else None
         if plan and plan["fingerprint"] == f.fingerprint and plan["chunk_bytes"] == chunk_bytes:
             chunks[f.path] = chunks_from_plan(f, plan["chunks"])
-        elif needs_plan(f, chunk_bytes):
-            to_plan.append(f)
         else:
-            chunks[f.path] = [Chunk(f)]
+            to_plan.append(f)
     if to_plan:
         planned = map_tasks(tasks(), to_plan, lambda f: plan_chunks(f, chunk_bytes), f"curate-ingest-plan-{run_id}",
                             "ingest: plan the chunks of large files",
@@ -278,7 +278,7 @@ def _upgrade_legacy(store: Store) -> None:
             store.fs.move(store.path("quarantine", f"part-{stem}.parquet"),
                           store.path("quarantine", f"part-{stem}-c00000.parquet"))
         marker = {k: v for k, v in marker.items() if k != "schema_version"}
-        marker.update(chunk=0, chunks=1, plan=WHOLE_FILE_PLAN,
+        marker.update(chunk=0, chunks=1, plan=Chunk(InputFile(marker["path"], marker["format"])).plan_key,
                       skipped_records=marker.get("skipped_records", 0))
         store.write_json(sidecars.INGEST_MARKER, marker, "_staging", STAGE, f"{stem}-c00000.json")
         store.delete("_staging", STAGE, name)

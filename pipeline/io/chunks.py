@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from pipeline.hashing import path_key
+from pipeline.hashing import path_key, short_digest
 from pipeline.io import GZIP_MAGIC, InputFile, Record, Rejected, file_magic
 from pipeline.io.jsonl import ZSTD_MAGIC, _head, _is_json_array, _Lines, _open_lines
 
@@ -51,6 +51,11 @@ class Chunk:
 
     def as_list(self) -> list[int | None]:
         return [self.start, self.first, self.skip, self.size]
+
+    @property
+    def plan_key(self) -> str:
+        """A digest of the chunk's place in its file: a marker with another one is of another chunk."""
+        return short_digest(self.as_list())
 
 
 def needs_plan(f: InputFile, chunk_bytes: int) -> bool:

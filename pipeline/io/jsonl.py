@@ -139,7 +139,7 @@ def read_jsonl_lines(f: InputFile, start: int, first: int, skip: int, size: int 
     """A run of JSON Lines: open at byte `start` (a line start, or a gzip member / zstd frame that begins
     one), pass over `skip` lines, then read `size` lines (None: to the end). `first` lines come before
     `start`, so offsets and messages are those of reading the whole file."""
-    compression = _compression(file_magic(f.path))
+    compression, fields = _compression(file_magic(f.path)), fields_of(f)
     with open(f.path, "rb") as raw:
         raw.seek(start)
         stream = (gzip.GzipFile(fileobj=raw, mode="rb") if compression == "gzip" else
@@ -153,7 +153,7 @@ def read_jsonl_lines(f: InputFile, start: int, first: int, skip: int, size: int 
                     return
             for line_no, line in (numbered if size is None else islice(numbered, size)):
                 if line.strip():
-                    yield _parse_json_line(line, line_no, fields_of(f), f)
+                    yield _parse_json_line(line, line_no, fields, f)
         except DECOMPRESSION_ERRORS as e:
             yield _unreadable(f, compression, lines.read, e)
 
