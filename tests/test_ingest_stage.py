@@ -322,3 +322,22 @@ def test_a_shard_written_in_parts_holds_the_same_documents(spark, tmp_path, mixe
         whole, parts = (pq.ParquetFile(tmp_path / s / "docs" / name) for s in ("whole", "parts"))
         assert parts.num_row_groups > 3 * whole.num_row_groups
         assert parts.read().equals(whole.read())
+
+
+def test_a_store_staged_before_chunks_is_taken_over_without_reading_again(spark, tmp_path, mixed_inputs):
+    raw, _ = mixed_inputs
+    cfg = _config(tmp_path, raw)
+    first = run_ingest(cfg, spark=spark)
+    staging, quarantine = tmp_path / "store" / "_staging" / "ingest", tmp_path / "store" / "quarantine"
+    # Put the staging back as it was before chunks: `<file key>.json` markers without chunk keys.
+    for marker in staging.glob("*-c00000.json"):
+        stem = marker.name.removesuffix("-c00000.json")
+        legacy = {k: v for k, v in json.loads(marker.read_text()).items() if k not in ("chunk", "chunks", "plan")}
+        (staging / f"{stem}.json").write_text(json.dumps(legacy))
+        marker.unlink()
+        (staging / f"{stem}-c00000.parquet").rename(staging / f"{stem}.parquet")
+        (quarantine / f"part-{stem}-c00000.parquet").rename(quarantine / f"part-{stem}.parquet")
+    again = run_ingest(cfg, spark=spark)
+    assert again.counts["files_processed"] == 0 and again.counts["docs"] == first.counts["docs"]
+    assert again.counts["quarantined"] == first.counts["quarantined"] == pq.read_table(quarantine).num_rows
+    assert sorted(p.name for p in staging.glob("*.json")) == sorted(p.name for p in staging.glob("*-c00000.json"))
